@@ -1,0 +1,69 @@
+"""LoRA adapters on the shared base model, and switching between them.
+
+The base weights live in memory once. The encoder's LoRA ("gmsa_encoder", on the first k
+layers) and the decoder's KEFT adapter ("gmsa_decoder", optional) are both peft adapters
+injected into that one model; `use_adapter` picks which one a forward pass sees.
+"""
+
+from __future__ import annotations
+
+from peft import LoraConfig
+from transformers import PreTrainedModel
+
+from gmsa.config import GMSAConfig
+
+ENCODER_ADAPTER = "gmsa_encoder"
+DECODER_ADAPTER = "gmsa_decoder"
+
+
+def add_encoder_adapter(base: PreTrainedModel, config: GMSAConfig) -> None:
+    """LoRA on `lora_targets` of the first `encoder_layers` layers only."""
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_targets),
+        layers_to_transform=list(range(config.encoder_layers)),
+        layers_pattern="layers",
+    )
+    base.add_adapter(lora, adapter_name=ENCODER_ADAPTER)
+
+
+def add_decoder_adapter(base: PreTrainedModel, config: GMSAConfig) -> None:
+    """The KEFT adapter: LoRA on the attention projections, or full copies of them / of every linear layer.
+
+    Full variants use peft's `modules_to_save`: a trainable copy the decoder uses while the
+    encoder keeps reading the frozen original, so KEFT never changes what the encoder sees.
+    """
+    if config.keft_mode == "lora":
+        lora = LoraConfig(r=config.keft_lora_rank, lora_alpha=config.keft_lora_alpha,
+                          target_modules=list(config.keft_targets), lora_dropout=0.0)
+    elif config.keft_mode in ("qkv", "full"):
+        targets = list(config.keft_targets) if config.keft_mode == "qkv" else list(config.lora_targets)
+        # peft needs a LoRA target; a rank-1 LoRA on lm_head with B=0 is inert and costs nothing.
+        lora = LoraConfig(r=1, target_modules=["lm_head"], modules_to_save=targets)
+    else:
+        raise ValueError(f"keft_mode={config.keft_mode!r} adds no decoder adapter")
+    base.add_adapter(lora, adapter_name=DECODER_ADAPTER)
+
+
+def has_adapter(base: PreTrainedModel, name: str) -> bool:
+    return name in (getattr(base, "peft_config", None) or {})
+
+
+def activate_adapter(base: PreTrainedModel, name: str | None) -> None:
+    """Make only adapter `name` active for the next forward passes (None: the plain base model).
+
+    peft flips requires_grad when switching adapters; training decides what is trainable,
+    so the flags are restored. Not thread-safe on its own: GMSA holds a lock around use.
+    """
+    if not getattr(base, "peft_config", None):
+        return
+    flags = [(param, param.requires_grad) for param in base.parameters()]
+    if name is None:
+        base.disable_adapters()
+    else:
+        base.enable_adapters()
+        base.set_adapter(name)
+    for param, flag in flags:
+        param.requires_grad_(flag)

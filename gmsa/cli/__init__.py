@@ -1,0 +1,1 @@
+"""Command lines: `gmsa` (ask), `gmsa-train` and `gmsa-eval`."""

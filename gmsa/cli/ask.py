@@ -1,0 +1,80 @@
+"""`gmsa ask`: answer a question over documents through GMSA compression."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from gmsa.data import iter_jsonl, parse_qa, read_documents
+from gmsa.errors import GMSAError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--question", help="the question; defaults to the question of --record in a QA JSONL file")
+    parser.add_argument("--documents", nargs="+", required=True, type=Path, metavar="FILE",
+                        help="text/markdown files or folders (one document each), or JSONL in the QA or "
+                             "reference {input, prompt, answer} schema")
+    parser.add_argument("--record", type=int, metavar="N",
+                        help="use only record N (1-based line number) of a JSONL file, and its question")
+    parser.add_argument("--rate", type=int, help="compression rate (default: the model's first rate)")
+    parser.add_argument("--checkpoint", help="a GMSA checkpoint folder (default: the bundled default model)")
+    parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    parser.add_argument("--max-new-tokens", type=int, help="longest answer, in tokens")
+
+
+def _documents_and_question(args: argparse.Namespace) -> tuple[list[str], str | None, list[str]]:
+    if args.record is None:
+        return [doc for path in args.documents for doc in read_documents(path)], args.question, []
+    if len(args.documents) != 1 or args.documents[0].suffix != ".jsonl":
+        raise GMSAError("--record needs exactly one JSONL file in --documents")
+    path = args.documents[0]
+    for line, record in iter_jsonl(path):
+        if line == args.record:
+            example = parse_qa(record, path, line)
+            return example.documents, args.question or example.question, example.answers
+    raise GMSAError(f"{path} has no record on line {args.record}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gmsa.model import GMSA  # heavy import, after argument errors
+
+    documents, question, references = _documents_and_question(args)
+    if not question:
+        raise GMSAError("no question: pass --question (or --record N of a QA JSONL file)")
+    start = time.perf_counter()
+    model = GMSA.from_pretrained(args.checkpoint, device=args.device)
+    loaded = time.perf_counter() - start
+    answer = model.answer(question, documents, args.rate, max_new_tokens=args.max_new_tokens)
+    print(f"question: {question}")
+    print(f"answer:   {answer.text}")
+    if references:
+        print(f"expected: {' | '.join(references)}")
+    print(
+        f"context:  {len(documents)} documents, {answer.context_tokens} tokens -> {answer.soft_tokens} soft tokens "
+        f"(rate {answer.rate}, {answer.compression:.1f}x)"
+    )
+    print(
+        f"time:     compress {answer.compress_seconds:.2f} s + generate {answer.generate_seconds:.2f} s "
+        f"(model load {loaded:.1f} s, device {model.device})"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gmsa", description="GMSA soft-prompt context compression")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_arguments(commands.add_parser("ask", help="answer a question over documents through GMSA"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except GMSAError as error:
+        print(f"gmsa: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

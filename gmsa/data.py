@@ -1,0 +1,150 @@
+"""Reading users' files: documents, QA examples and AE texts, with errors that name file and line.
+
+Accepted formats:
+- QA schema (JSONL): {"question", "answers": [str], "documents": [{"title", "text"}], "gold"?: [int]}
+- reference GMSA schema (JSONL): {"input": context, "prompt": question, "answer": str | [str]}
+- AE text (JSONL): {"text": str, "title"?: str}
+- plain text: a .txt / .md file, or a folder of them
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gmsa.errors import DataError
+
+TEXT_SUFFIXES = (".txt", ".md")
+
+
+@dataclass
+class QAExample:
+    """One question with its reference answers and its documents (plain text, in order)."""
+
+    question: str
+    answers: list[str]
+    documents: list[str]
+    gold: list[int] = field(default_factory=list)
+    where: str = ""
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; malformed lines raise DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(str(path), None, "no such file")
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(str(path), number, f"invalid JSON ({error.msg} at column {error.colno})") from None
+            if not isinstance(record, dict):
+                raise DataError(str(path), number, f"expected a JSON object, got {type(record).__name__}")
+            yield number, record
+
+
+def _string(record: dict, key: str, path: Path, line: int) -> str:
+    value = record.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(str(path), line, f"field {key!r} must be a non-empty string, got {value!r:.80}")
+    return value
+
+
+def _document(doc: Any, path: Path, line: int, index: int) -> str:
+    if isinstance(doc, str):
+        return doc
+    if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
+        raise DataError(str(path), line, f"documents[{index}] must be a string or an object with a 'text' string")
+    title = doc.get("title")
+    return f"{title}\n{doc['text']}" if isinstance(title, str) and title.strip() else doc["text"]
+
+
+def parse_qa(record: dict[str, Any], path: Path, line: int) -> QAExample:
+    """A QA-schema or reference-schema record as a QAExample."""
+    where = f"{path}:{line}"
+    if "question" in record:
+        answers = record.get("answers")
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+            raise DataError(str(path), line, "field 'answers' must be a list of strings")
+        documents = record.get("documents")
+        if not isinstance(documents, list):
+            raise DataError(str(path), line, "field 'documents' must be a list")
+        gold = record.get("gold", [])
+        if not isinstance(gold, list) or not all(isinstance(g, int) and 0 <= g < len(documents) for g in gold):
+            raise DataError(str(path), line, f"field 'gold' must list indices into documents, got {gold!r:.80}")
+        docs = [_document(doc, path, line, i) for i, doc in enumerate(documents)]
+        return QAExample(_string(record, "question", path, line), answers, docs, gold, where)
+    if "input" in record and "prompt" in record:
+        answer = record.get("answer")
+        answers = [answer] if isinstance(answer, str) else answer
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+            raise DataError(str(path), line, "field 'answer' must be a string or a list of strings")
+        return QAExample(_string(record, "prompt", path, line), answers, [_string(record, "input", path, line)], [0], where)
+    raise DataError(
+        str(path), line,
+        f"unrecognised record with keys {sorted(record)}: expected the QA schema "
+        "('question', 'answers', 'documents') or the reference schema ('input', 'prompt', 'answer')",
+    )
+
+
+def read_qa(path: str | Path, limit: int | None = None) -> list[QAExample]:
+    """QA examples of a JSONL file (QA or reference schema), at most `limit`."""
+    examples = []
+    for line, record in iter_jsonl(path):
+        if limit is not None and len(examples) >= limit:
+            break
+        examples.append(parse_qa(record, Path(path), line))
+    if not examples:
+        raise DataError(str(path), None, "no records")
+    return examples
+
+
+def _record_texts(record: dict[str, Any], path: Path, line: int) -> list[str]:
+    if "text" in record and "question" not in record:
+        return [_string(record, "text", path, line)]
+    return parse_qa(record, path, line).documents
+
+
+def text_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES and p.is_file())
+        if not files:
+            raise DataError(str(path), None, f"folder holds no {'/'.join(TEXT_SUFFIXES)} files")
+        return files
+    return [path]
+
+
+def read_documents(path: str | Path) -> list[str]:
+    """Documents for a question: a text file is one document; JSONL gives every record's documents."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(str(path), None, "no such file or folder")
+    if path.suffix.lower() == ".jsonl":
+        return [text for line, record in iter_jsonl(path) for text in _record_texts(record, path, line)]
+    documents = []
+    for file in text_files(path):
+        text = file.read_text(encoding="utf-8")
+        if not text.strip():
+            raise DataError(str(file), None, "the file is empty")
+        documents.append(text)
+    return documents
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """AE training texts: JSONL records' texts (or QA contexts), or paragraphs of text files."""
+    path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        return read_documents(path)
+    if not path.exists():
+        raise DataError(str(path), None, "no such file or folder")
+    paragraphs = []
+    for file in text_files(path):
+        blocks = file.read_text(encoding="utf-8").split("\n\n")
+        paragraphs.extend(block.strip() for block in blocks if block.strip())
+    return paragraphs

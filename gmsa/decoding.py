@@ -1,0 +1,104 @@
+"""The decoder: the base model (with the KEFT adapter when present) generating from input embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import warnings
+from threading import Lock, Thread
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
+
+from gmsa.adapters import DECODER_ADAPTER, activate_adapter, has_adapter
+from gmsa.config import GenerationSettings
+
+
+def activate_decoder(base: PreTrainedModel) -> None:
+    activate_adapter(base, DECODER_ADAPTER if has_adapter(base, DECODER_ADAPTER) else None)
+
+
+def _generation_config(tokenizer: PreTrainedTokenizerBase, settings: GenerationSettings) -> GenerationConfig:
+    options = dict(
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=settings.do_sample,
+        repetition_penalty=settings.repetition_penalty,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    if settings.do_sample:
+        options.update(temperature=settings.temperature, top_p=settings.top_p)
+    if settings.stop:
+        options.update(stop_strings=list(settings.stop))
+    return GenerationConfig(**options)
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """Text up to the first stop sequence (exclusive)."""
+    cut = min((text.find(s) for s in stop if s in text), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+@torch.no_grad()
+def generate_ids(
+    base: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    settings: GenerationSettings,
+    streamer: TextIteratorStreamer | None = None,
+) -> torch.Tensor:
+    """(B, T, H) left-padded prompts -> (B, N) new token ids."""
+    activate_decoder(base)
+    with warnings.catch_warnings():
+        # Soft tokens have no ids, so the penalty can only see generated tokens (as in the reference code).
+        warnings.filterwarnings("ignore", message=".*repetition_penalty.*inputs_embeds.*")
+        return base.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            generation_config=_generation_config(tokenizer, settings),
+            tokenizer=tokenizer if settings.stop else None,
+            streamer=streamer,
+        )
+
+
+def decode_texts(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor, settings: GenerationSettings) -> list[str]:
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return [cut_at_stop(text, settings.stop).strip() for text in texts]
+
+
+def stream_text(
+    base: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    settings: GenerationSettings,
+    lock: Lock,
+) -> Iterator[str]:
+    """Yield text chunks as the decoder produces them (one prompt, (1, T, H)).
+
+    Generation runs in a worker thread holding `lock`; stop sequences end the stream.
+    """
+    streamer = TextIteratorStreamer(tokenizer, skip_special_tokens=True)
+
+    def work() -> None:
+        with lock:
+            generate_ids(base, tokenizer, embeds, mask, settings, streamer)
+
+    worker = Thread(target=work, daemon=True)
+    worker.start()
+    hold = max((len(s) for s in settings.stop), default=1) - 1  # a tail that may start a stop sequence
+    text, emitted, stopped = "", 0, False
+    for chunk in streamer:
+        if stopped:
+            continue  # drain, so the worker can finish
+        text += chunk
+        visible = cut_at_stop(text, settings.stop)
+        stopped = len(visible) < len(text)
+        if not stopped and hold:
+            visible = text[: len(text) - hold]
+        if len(visible) > emitted:
+            yield visible[emitted:]
+            emitted = len(visible)
+    worker.join()
+    if not stopped and len(text) > emitted:
+        yield text[emitted:]

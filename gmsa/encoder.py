@@ -1,0 +1,22 @@
+"""The encoder: the base model's first k layers with the encoder LoRA, read after the final norm."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from gmsa.adapters import ENCODER_ADAPTER, activate_adapter
+from gmsa.layers import decoder_core, run_layers
+
+
+def encode(base: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, num_layers: int) -> torch.Tensor:
+    """Hidden states of right-padded tokens after `num_layers` layers and the final norm.
+
+    Input:  input_ids (B, T), mask (B, T).
+    Output: (B, T, H).
+    """
+    core = decoder_core(base)
+    activate_adapter(base, ENCODER_ADAPTER)
+    hidden = core.embed_tokens(input_ids)  # (B, T) -> (B, T, H)
+    hidden = run_layers(core, core.layers[:num_layers], hidden, mask)  # (B, T, H) -> (B, T, H)
+    return core.norm(hidden)  # (B, T, H)

@@ -1,0 +1,317 @@
+"""GMSA: text -> tokens -> encoder -> group merge -> LSA -> soft tokens -> decoder.
+
+One base causal LM in memory serves as encoder (first k layers + LoRA) and decoder (all
+layers, + KEFT weights when trained); the LSA blocks are the only extra weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from gmsa.adapters import add_decoder_adapter, add_encoder_adapter
+from gmsa.alignment import LayerSemanticAlignment
+from gmsa.base import load_base, resolve_device, resolve_dtype, weights_fingerprint
+from gmsa.checkpoint import load_trained, read_checkpoint, trained_parameters, write_checkpoint
+from gmsa.config import EMBEDDED_BASE, GenerationSettings, GMSAConfig
+from gmsa.decoding import decode_texts, generate_ids, stream_text
+from gmsa.encoder import encode
+from gmsa.errors import CheckpointError, GMSAError
+from gmsa.layers import decoder_core
+from gmsa.merging import group_merge
+from gmsa.prompting import Context, embed_parts, left_pad, render_parts
+from gmsa.segmenting import split_segments
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_DEFAULT = Path(__file__).parent / "checkpoints" / "default"
+"""The checkpoint `GMSA.from_pretrained()` loads: trained over the embedded base model."""
+
+
+@dataclass
+class Answer:
+    """An answer with what it cost: tokens in, soft tokens out, seconds spent."""
+
+    text: str
+    rate: int
+    context_tokens: int
+    soft_tokens: int
+    compress_seconds: float
+    generate_seconds: float
+
+    @property
+    def compression(self) -> float:
+        return self.context_tokens / max(self.soft_tokens, 1)
+
+
+class GMSA(nn.Module):
+    """A GMSA context compressor and its decoder over one base causal LM.
+
+    Build one with `GMSA.from_base` (untrained) or `GMSA.from_pretrained` (a checkpoint, or the
+    bundled default). All public methods are thread-safe: one lock serialises model use.
+    """
+
+    def __init__(
+        self, base: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: GMSAConfig, fingerprint: str
+    ) -> None:
+        super().__init__()
+        config.check_against_base(base.config.num_hidden_layers)
+        self.config = config
+        self.base = base
+        self.base_fingerprint = fingerprint
+        self._tokenizer = tokenizer
+        # LSA copies the base's plain lowest layers, so it is built before adapters are injected.
+        self.lsa = LayerSemanticAlignment(base, config.lsa_layers, config.lsa_output_norm)
+        add_encoder_adapter(base, config)
+        if config.keft_mode != "none":
+            add_decoder_adapter(base, config)
+        self.requires_grad_(False)  # training unfreezes what its stage trains
+        self.eval()  # adapters arrive in train mode (dropout on); training calls train() itself
+        self.lock = threading.RLock()
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_base(
+        cls,
+        model_name_or_path: str = EMBEDDED_BASE,
+        config: GMSAConfig | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        trust_remote_code: bool = False,
+    ) -> GMSA:
+        """A new, untrained GMSA over a causal LM (hub id, local folder, or the embedded default)."""
+        config = config or GMSAConfig(base_model=model_name_or_path)
+        if config.base_model != model_name_or_path:
+            config = dataclasses.replace(config, base_model=model_name_or_path)
+        device = resolve_device(device)
+        base, tokenizer = load_base(
+            model_name_or_path, device=device, dtype=resolve_dtype(device, dtype), trust_remote_code=trust_remote_code
+        )
+        return cls(base, tokenizer, config, weights_fingerprint(base))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path | None = None,
+        *,
+        base_model: str | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        trust_remote_code: bool = False,
+    ) -> GMSA:
+        """Load a checkpoint folder; with no path, the bundled default over the embedded base model.
+
+        `base_model` points at the base model when it lives elsewhere than the checkpoint says;
+        its weights must match the fingerprint the checkpoint was trained on.
+        """
+        if path is None:
+            if not (BUNDLED_DEFAULT / "gmsa_config.json").is_file():
+                logger.warning("no trained default checkpoint is bundled; returning an untrained GMSA")
+                return cls.from_base(EMBEDDED_BASE, device=device, dtype=dtype)
+            path = BUNDLED_DEFAULT
+        config, identity, tensors = read_checkpoint(path)
+        device = resolve_device(device)
+        base_name = base_model or config.base_model
+        base, tokenizer = load_base(
+            base_name, device=device, dtype=resolve_dtype(device, dtype), trust_remote_code=trust_remote_code
+        )
+        fingerprint = weights_fingerprint(base)
+        if fingerprint != identity.get("fingerprint"):
+            raise CheckpointError(
+                f"{path} was trained on base model {identity.get('name')!r} (weights fingerprint "
+                f"{identity.get('fingerprint')}), but {base_name!r} has fingerprint {fingerprint}: "
+                "load it with the base model it was trained on"
+            )
+        model = cls(base, tokenizer, dataclasses.replace(config, base_model=base_name), fingerprint)
+        load_trained(model.trained_parameters(), tensors, source=str(path))
+        return model
+
+    def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write the trained weights (safetensors) and the config; the base model is not copied."""
+        identity = {"name": self.config.base_model, "fingerprint": self.base_fingerprint}
+        tensors = {name: param for name, param in self.trained_parameters().items()}
+        return write_checkpoint(path, self.config, identity, tensors, dtype=dtype)
+
+    def trained_parameters(self) -> dict[str, nn.Parameter]:
+        """Checkpoint name -> parameter, for every weight GMSA trains."""
+        return trained_parameters(self.base, self.lsa)
+
+    # -- properties ------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self._tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.get_input_embeddings().weight.device
+
+    @property
+    def hidden_size(self) -> int:
+        return self.base.get_input_embeddings().weight.shape[-1]
+
+    # -- compression -----------------------------------------------------------------------
+    def soft_tokens(self, input_ids: torch.Tensor, mask: torch.Tensor, rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The differentiable core: right-padded tokens -> soft tokens.
+
+        Input:  input_ids (B, T), mask (B, T).
+        Output: soft (B, ceil(T/r), H), soft_mask (B, ceil(T/r)) True on real soft tokens (a prefix of each row).
+        """
+        hidden = encode(self.base, input_ids, mask, self.config.encoder_layers)  # (B, T) -> (B, T, H)
+        merged, merged_mask = group_merge(hidden, mask, rate)  # (B, T, H) -> (B, M, H), (B, M)
+        soft = self.lsa(merged, merged_mask.long(), decoder_core(self.base))  # (B, M, H) -> (B, M, H)
+        return soft, merged_mask
+
+    def tokenize_contexts(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text as the encoder reads them (no special tokens)."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not one string")
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{index}] is {type(text).__name__}, not str")
+        return [ids if text.strip() else [] for text, ids in zip(texts, self.tokenizer(list(texts), add_special_tokens=False).input_ids)]
+
+    @torch.no_grad()
+    def compress(self, texts: Sequence[str], rate: int | None = None, *, batch_size: int = 16) -> list[torch.Tensor]:
+        """Soft tokens of each text: a (ceil(n_i / rate), H) tensor per text, on the model's device.
+
+        Texts longer than `config.segment_tokens` tokens are split into segments, each compressed
+        on its own, and their soft tokens concatenated in order: nothing is truncated. An empty or
+        whitespace-only text gives an empty (0, H) tensor (a context that contributes nothing).
+        """
+        rate = self.config.check_rate(rate if rate is not None else self.config.rates[0])
+        token_ids = self.tokenize_contexts(texts)
+        segments = [
+            (text_index, segment)
+            for text_index, ids in enumerate(token_ids)
+            for segment in split_segments(ids, self.config.segment_tokens)
+        ]
+        # Longest first, so each batch pads little.
+        order = sorted(range(len(segments)), key=lambda i: -len(segments[i][1]))
+        outputs: list[torch.Tensor | None] = [None] * len(segments)
+        device = self.device
+        with self.lock:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                ids, mask = right_pad([segments[i][1] for i in chunk], self.tokenizer.pad_token_id, device)
+                soft, soft_mask = self.soft_tokens(ids, mask, rate)  # (B, M, H), (B, M)
+                for row, index in enumerate(chunk):
+                    outputs[index] = soft[row, : int(soft_mask[row].sum())]  # (m_i, H)
+        per_text: list[list[torch.Tensor]] = [[] for _ in texts]
+        for (text_index, _), soft in zip(segments, outputs):
+            per_text[text_index].append(soft)
+        empty = torch.zeros(0, self.hidden_size, device=device, dtype=self.base.dtype)
+        return [torch.cat(parts, dim=0) if parts else empty for parts in per_text]
+
+    # -- decoding --------------------------------------------------------------------------
+    def decoder_inputs(
+        self, instructions: Sequence[str], contexts: Sequence[Sequence[Context]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Left-padded decoder inputs: embeds (B, T, H), mask (B, T), position_ids (B, T)."""
+        if len(instructions) != len(contexts):
+            raise GMSAError(f"got {len(instructions)} prompts but {len(contexts)} context lists")
+        embedding = self.base.get_input_embeddings()
+        sequences = [
+            embed_parts(embedding, render_parts(self.tokenizer, self.config.prompt, ctx, text))
+            for text, ctx in zip(instructions, contexts)
+        ]  # B x (T_i, H)
+        return left_pad(sequences)
+
+    def _settings(self, settings: GenerationSettings | None, overrides: dict) -> GenerationSettings:
+        return (settings or self.config.generation).replace(**overrides)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        contexts: Sequence[Sequence[Context]] | None = None,
+        settings: GenerationSettings | None = None,
+        **overrides,
+    ) -> list[str]:
+        """Generate one text per prompt; contexts[i] (soft tokens or plain texts) come before prompts[i].
+
+        `overrides` are GenerationSettings fields (max_new_tokens, do_sample, temperature, top_p,
+        repetition_penalty, stop). A batch gives the same outputs as one-by-one calls.
+        """
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a list of strings; use stream() or answer() for one prompt")
+        contexts = contexts if contexts is not None else [[] for _ in prompts]
+        resolved = self._settings(settings, overrides)
+        with self.lock:
+            embeds, mask, _ = self.decoder_inputs(prompts, contexts)
+            ids = generate_ids(self.base, self.tokenizer, embeds, mask, resolved)
+        return decode_texts(self.tokenizer, ids, resolved)
+
+    def stream(
+        self,
+        prompt: str,
+        contexts: Sequence[Context] = (),
+        settings: GenerationSettings | None = None,
+        **overrides,
+    ) -> Iterator[str]:
+        """Like `generate` for one prompt, yielding text chunks token by token."""
+        resolved = self._settings(settings, overrides)
+        with self.lock, torch.no_grad():
+            embeds, mask, _ = self.decoder_inputs([prompt], [list(contexts)])
+        yield from stream_text(self.base, self.tokenizer, embeds, mask, resolved, self.lock)
+
+    def reconstruct(
+        self, soft_tokens: Sequence[torch.Tensor], settings: GenerationSettings | None = None, **overrides
+    ) -> list[str]:
+        """The autoencoder task: restate the text each set of soft tokens was compressed from.
+
+        Defaults differ from QA: no repetition penalty (a restatement repeats words) and room for
+        the longest text the soft tokens can stand for.
+        """
+        longest = max((int(s.shape[0]) for s in soft_tokens), default=1) * max(self.config.rates) + 16
+        base = dataclasses.replace(settings or self.config.generation, repetition_penalty=1.0, max_new_tokens=longest)
+        instruction = self.config.prompt.restate_instruction
+        return self.generate([instruction] * len(soft_tokens), [[s] for s in soft_tokens], base, **overrides)
+
+    def format_question(self, question: str) -> str:
+        return self.config.prompt.question_template.format(question=question)
+
+    def answer(
+        self,
+        question: str,
+        documents: Sequence[str],
+        rate: int | None = None,
+        settings: GenerationSettings | None = None,
+        **overrides,
+    ) -> Answer:
+        """Compress each document on its own (so each can be cached), then answer the question."""
+        start = time.perf_counter()
+        soft = self.compress(list(documents), rate) if documents else []
+        compressed = time.perf_counter()
+        text = self.generate([self.format_question(question)], [soft], settings, **overrides)[0]
+        done = time.perf_counter()
+        rate = rate if rate is not None else self.config.rates[0]
+        context_tokens = sum(len(ids) for ids in self.tokenize_contexts(list(documents)))
+        return Answer(
+            text=text,
+            rate=rate,
+            context_tokens=context_tokens,
+            soft_tokens=sum(int(s.shape[0]) for s in soft),
+            compress_seconds=compressed - start,
+            generate_seconds=done - compressed,
+        )
+
+
+def right_pad(sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> ids (B, T), mask (B, T), padding on the right (the encoder's layout)."""
+    length = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(sequences), length, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids.to(device), mask.to(device)

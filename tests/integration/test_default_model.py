@@ -1,0 +1,63 @@
+"""End to end on the real embedded default model (SmolLM2-135M-Instruct), on CPU."""
+
+import math
+import time
+
+import pytest
+import torch
+
+from gmsa import GMSA
+
+pytestmark = pytest.mark.integration
+
+DOCUMENTS = [
+    "Marie Curie was a physicist and chemist who conducted pioneering research on radioactivity. "
+    "She was the first woman to win a Nobel Prize and the only person to win it in two sciences.",
+    "The Eiffel Tower is a wrought-iron lattice tower in Paris, France, completed in 1889.",
+]
+
+
+@pytest.fixture(scope="module")
+def default_model() -> GMSA:
+    return GMSA.from_pretrained(device="cpu")
+
+
+def test_warm_start_is_fast():
+    GMSA.from_pretrained(device="cpu")  # makes sure the converted copy exists
+    start = time.perf_counter()
+    GMSA.from_pretrained(device="cpu")
+    assert time.perf_counter() - start < 20, "a warm start must not dequantise the GGUF again"
+
+
+def test_compress_and_answer_end_to_end(default_model):
+    counts = [len(ids) for ids in default_model.tokenize_contexts(DOCUMENTS)]
+    soft = default_model.compress(DOCUMENTS, rate=4)
+    assert [s.shape for s in soft] == [(math.ceil(n / 4), 576) for n in counts]
+    assert all(torch.isfinite(s).all() for s in soft)
+    answer = default_model.answer("Where is the Eiffel Tower?", DOCUMENTS, rate=4, max_new_tokens=24)
+    assert answer.text.strip()
+    assert answer.context_tokens == sum(counts) and answer.soft_tokens == sum(s.shape[0] for s in soft)
+
+
+def test_long_document_is_not_truncated(default_model):
+    long_text = " ".join(DOCUMENTS * 30)
+    tokens = len(default_model.tokenize_contexts([long_text])[0])
+    assert tokens > default_model.config.segment_tokens
+    assert default_model.compress([long_text], rate=8)[0].shape[0] == math.ceil(tokens / 8)
+
+
+def test_batch_and_stream_match_single_generation(default_model):
+    soft = default_model.compress(DOCUMENTS, rate=8)
+    prompts = [default_model.format_question("Who was Marie Curie?"), default_model.format_question("When was it built?")]
+    contexts = [[soft[0]], [soft[1]]]
+    batch = default_model.generate(prompts, contexts, max_new_tokens=16)
+    single = [default_model.generate([p], [c], max_new_tokens=16)[0] for p, c in zip(prompts, contexts)]
+    assert batch == single
+    assert "".join(default_model.stream(prompts[0], contexts[0], max_new_tokens=16)).strip() == single[0]
+
+
+def test_uncompressed_text_context_answers(default_model):
+    [text] = default_model.generate(
+        [default_model.format_question("In which city is the Eiffel Tower?")], [[DOCUMENTS[1]]], max_new_tokens=24
+    )
+    assert "Paris" in text

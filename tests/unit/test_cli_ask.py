@@ -1,0 +1,28 @@
+import json
+
+import torch
+
+from gmsa import GMSA, GMSAConfig
+from gmsa.cli.ask import main
+
+
+def test_ask_prints_answer_compression_and_time(tiny_base, tmp_path, capsys):
+    config = GMSAConfig(base_model=str(tiny_base), encoder_layers=2, lora_rank=4, rates=(2, 4), segment_tokens=16,
+                        generation={"max_new_tokens": 4})
+    torch.manual_seed(0)
+    GMSA.from_base(str(tiny_base), config).save_pretrained(tmp_path / "ckpt")
+    record = {"question": "Who?", "answers": ["fox"], "documents": [{"title": "Fox", "text": "The quick brown fox."}]}
+    (tmp_path / "qa.jsonl").write_text(json.dumps(record) + "\n")
+    code = main(["ask", "--documents", str(tmp_path / "qa.jsonl"), "--record", "1", "--rate", "2",
+                 "--checkpoint", str(tmp_path / "ckpt"), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "question: Who?" in out and "expected: fox" in out
+    assert "soft tokens (rate 2" in out and "time:" in out
+
+
+def test_ask_reports_bad_file_with_line(tmp_path, capsys):
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"broken": \n')
+    code = main(["ask", "--documents", str(tmp_path / "bad.jsonl"), "--question", "q"])
+    assert code == 2
+    assert "bad.jsonl:2: invalid JSON" in capsys.readouterr().err

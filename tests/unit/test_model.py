@@ -1,0 +1,189 @@
+"""GMSA over a tiny random Llama: structure, compression, decoding, checkpoints."""
+
+import math
+
+import pytest
+import torch
+
+from gmsa import GMSA, CheckpointError, GMSAConfig
+from gmsa.layers import decoder_core
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog. Paris is the capital of France and its largest city.",
+    "Soft tokens are vectors.",
+    "Group merging averages hidden states in groups of equal size.",
+]
+
+
+def tiny_config(base, **overrides) -> GMSAConfig:
+    settings = dict(base_model=str(base), encoder_layers=2, lsa_layers=1, lora_rank=4, lora_alpha=8,
+                    rates=(2, 4), segment_tokens=16)
+    settings.update(overrides)
+    return GMSAConfig(**settings)
+
+
+@pytest.fixture
+def model(tiny_base) -> GMSA:
+    torch.manual_seed(0)
+    gmsa = GMSA.from_base(str(tiny_base), tiny_config(tiny_base), device="cpu")
+    # Give the zero-initialised LoRA B matrices values, so adapters visibly matter in tests.
+    with torch.no_grad():
+        for name, param in gmsa.trained_parameters().items():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    return gmsa
+
+
+def test_lsa_starts_as_a_copy_of_the_lowest_base_layers(tiny_base):
+    gmsa = GMSA.from_base(str(tiny_base), tiny_config(tiny_base, lsa_layers=2))
+    layers = decoder_core(gmsa.base).layers
+    for block, layer in zip(gmsa.lsa.blocks, layers[:2]):
+        base_weights = {k.replace(".base_layer", ""): v for k, v in layer.state_dict().items() if "lora" not in k}
+        assert set(block.state_dict()) == set(base_weights)
+        for name, value in block.state_dict().items():
+            torch.testing.assert_close(value, base_weights[name], rtol=0, atol=0)
+        assert block.self_attn.q_proj.weight.data_ptr() != layer.self_attn.q_proj.base_layer.weight.data_ptr()
+
+
+def test_base_weights_are_in_memory_once(model):
+    base_params = sum(p.numel() for n, p in model.base.named_parameters() if "lora_" not in n)
+    trained = sum(p.numel() for p in model.trained_parameters().values())
+    everything = sum(p.numel() for p in model.parameters())
+    assert model.lsa.output_norm is None
+    assert everything == base_params + trained
+    # LoRA only on the first k layers of the encoder
+    lora_layers = {int(n.split("layers.")[1].split(".")[0]) for n in model.trained_parameters() if n.startswith("encoder.")}
+    assert lora_layers == {0, 1}
+
+
+def test_compress_shapes(model):
+    counts = [len(ids) for ids in model.tokenize_contexts(TEXTS)]
+    assert counts[0] > model.config.segment_tokens, "the first text must span several segments"
+    for rate in (2, 4):
+        soft = model.compress(TEXTS, rate=rate)
+        assert [tuple(s.shape) for s in soft] == [(math.ceil(n / rate), model.hidden_size) for n in counts]
+
+
+def test_long_text_is_compressed_segment_by_segment(model):
+    ids = model.tokenize_contexts(TEXTS[:1])[0]
+    whole = model.compress(TEXTS[:1], rate=4)[0]
+    first = model.tokenizer.decode(ids[:16])
+    assert model.tokenize_contexts([first])[0] == ids[:16]
+    torch.testing.assert_close(whole[:4], model.compress([first], rate=4)[0])
+
+
+def test_batch_compression_equals_one_by_one(model):
+    together = model.compress(TEXTS, rate=2)
+    for text, soft in zip(TEXTS, together):
+        torch.testing.assert_close(soft, model.compress([text], rate=2)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_empty_text_gives_empty_soft_tokens(model):
+    soft = model.compress(["", "   \n", TEXTS[1]], rate=2)
+    assert soft[0].shape == (0, model.hidden_size) and soft[1].shape == (0, model.hidden_size)
+    assert soft[2].shape[0] > 0
+
+
+def test_unsupported_rate_is_an_error(model):
+    with pytest.raises(ValueError, match="rate=3"):
+        model.compress(TEXTS, rate=3)
+
+
+def test_encoder_adapter_changes_soft_tokens_but_not_decoder(model):
+    before = model.compress(TEXTS[1:2], rate=2)[0]
+    prompt = ["Question: who wrote the book?"]
+    plain = model.generate(prompt, max_new_tokens=6)
+    with torch.no_grad():
+        for name, param in model.trained_parameters().items():
+            if "lora_B" in name:
+                param.mul_(3)
+    assert not torch.allclose(before, model.compress(TEXTS[1:2], rate=2)[0])
+    assert model.generate(prompt, max_new_tokens=6) == plain  # the decoder never sees the encoder LoRA
+
+
+def test_batched_generation_equals_one_by_one(model):
+    soft = model.compress(TEXTS, rate=2)
+    prompts = ["Question: who wrote the book?", "Answer the question.", "Restate the aforementioned Text."]
+    contexts = [[soft[0]], [soft[1], "plain text context"], [soft[2], soft[1]]]
+    together = model.generate(prompts, contexts, max_new_tokens=8, repetition_penalty=1.0)
+    alone = [model.generate([p], [c], max_new_tokens=8, repetition_penalty=1.0)[0] for p, c in zip(prompts, contexts)]
+    assert together == alone
+
+
+def test_stream_yields_the_generated_text(model):
+    soft = model.compress(TEXTS[:1], rate=4)
+    full = model.generate(["Question: who?"], [soft], max_new_tokens=8)[0]
+    assert "".join(model.stream("Question: who?", soft, max_new_tokens=8)).strip() == full
+
+
+def test_crafted_marker_in_prompt_stays_text(model):
+    from gmsa.prompting import render_parts
+
+    soft = model.compress(TEXTS[:2], rate=4)
+    crafted = "<gmsa-context-0> what? <gmsa-context-1>"
+    parts = render_parts(model.tokenizer, model.config.prompt, [soft[0]], crafted)
+    soft_parts = [p for p in parts if p.is_floating_point()]
+    assert len(soft_parts) == 1 and soft_parts[0] is soft[0]
+    text = model.tokenizer.decode(torch.cat([p for p in parts if not p.is_floating_point()]))
+    assert crafted in text
+
+
+def test_decoder_inputs_are_left_padded_whole(model):
+    embeds, mask, positions = model.decoder_inputs(["short", "a much longer prompt than the other"], [[], []])
+    assert mask[0, 0] == 0 and mask[0, -1] == 1 and mask[1].all()
+    assert positions[0, mask[0].argmax()] == 0 and positions[1, -1] == mask.shape[1] - 1
+
+
+def test_save_and_load_round_trip(model, tmp_path):
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = GMSA.from_pretrained(tmp_path / "ckpt", device="cpu")
+    assert loaded.config == model.config
+    for name, param in model.trained_parameters().items():
+        torch.testing.assert_close(loaded.trained_parameters()[name], param, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.compress(TEXTS, rate=4)[0], model.compress(TEXTS, rate=4)[0])
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["gmsa_config.json", "gmsa_weights.safetensors"]
+
+
+def test_loading_onto_another_base_model_fails(model, tmp_path, other_tiny_base):
+    model.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        GMSA.from_pretrained(tmp_path / "ckpt", base_model=str(other_tiny_base))
+
+
+def test_incomplete_checkpoint_fails_loudly(model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model.save_pretrained(tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "gmsa_weights.safetensors"
+    tensors = load_file(weights)
+    tensors.pop(sorted(tensors)[0])
+    tensors["lsa.extra"] = torch.zeros(1)
+    save_file(tensors, weights)
+    with pytest.raises(CheckpointError, match="1 missing.*1 unexpected"):
+        GMSA.from_pretrained(tmp_path / "ckpt")
+
+
+def test_not_a_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="gmsa_config.json is missing"):
+        GMSA.from_pretrained(tmp_path)
+
+
+def test_saving_over_a_checkpoint_replaces_it_whole(model, tmp_path):
+    model.save_pretrained(tmp_path / "ckpt")
+    model.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_keft_lora_adapter_is_saved_and_used_only_by_the_decoder(tiny_base, tmp_path):
+    gmsa = GMSA.from_base(str(tiny_base), tiny_config(tiny_base, keft_mode="lora", keft_lora_rank=2))
+    names = list(gmsa.trained_parameters())
+    assert any(n.startswith("decoder.") and "q_proj" in n for n in names)
+    soft = gmsa.compress(TEXTS[:1], rate=4)
+    with torch.no_grad():
+        for name, param in gmsa.trained_parameters().items():
+            if name.startswith("decoder.") and "lora_B" in name:
+                param.normal_(0, 0.5)
+    torch.testing.assert_close(gmsa.compress(TEXTS[:1], rate=4)[0], soft[0])  # encoder unaffected
+    gmsa.save_pretrained(tmp_path / "k")
+    loaded = GMSA.from_pretrained(tmp_path / "k")
+    assert loaded.generate(["Hi"], max_new_tokens=5) == gmsa.generate(["Hi"], max_new_tokens=5)
