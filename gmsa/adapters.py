@@ -30,20 +30,14 @@ def add_encoder_adapter(base: PreTrainedModel, config: GMSAConfig) -> None:
 
 
 def add_decoder_adapter(base: PreTrainedModel, config: GMSAConfig) -> None:
-    """The KEFT adapter: LoRA on the attention projections, or full copies of them / of every linear layer.
+    """The KEFT adapter: LoRA on the decoder's `keft_targets` (attention W_Q, W_K, W_V) in every layer.
 
-    Full variants use peft's `modules_to_save`: a trainable copy the decoder uses while the
-    encoder keeps reading the frozen original, so KEFT never changes what the encoder sees.
+    It is a separate adapter from the encoder's, so KEFT never changes what the encoder sees.
     """
-    if config.keft_mode == "lora":
-        lora = LoraConfig(r=config.keft_lora_rank, lora_alpha=config.keft_lora_alpha,
-                          target_modules=list(config.keft_targets), lora_dropout=0.0)
-    elif config.keft_mode in ("qkv", "full"):
-        targets = list(config.keft_targets) if config.keft_mode == "qkv" else list(config.lora_targets)
-        # peft needs a LoRA target; a rank-1 LoRA on lm_head with B=0 is inert and costs nothing.
-        lora = LoraConfig(r=1, target_modules=["lm_head"], modules_to_save=targets)
-    else:
+    if config.keft_mode != "lora":
         raise ValueError(f"keft_mode={config.keft_mode!r} adds no decoder adapter")
+    lora = LoraConfig(r=config.keft_lora_rank, lora_alpha=config.keft_lora_alpha,
+                      target_modules=list(config.keft_targets), lora_dropout=0.0)
     base.add_adapter(lora, adapter_name=DECODER_ADAPTER)
 
 

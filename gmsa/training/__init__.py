@@ -1,0 +1,1 @@
+"""Training GMSA: the autoencoder stage, then knowledge-extraction fine-tuning (KEFT)."""

@@ -1,0 +1,276 @@
+"""A training stage as setup -> fit -> validate, resumable, on one or many processes (accelerate).
+
+Multi-process runs (`accelerate launch ... gmsa-train ...`) give each process its own slice
+of every batch and average gradients across processes after each backward pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import shutil
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from gmsa.adapters import DECODER_ADAPTER, add_decoder_adapter, has_adapter
+from gmsa.evaluation.metrics import accuracy, exact_match, token_f1
+from gmsa.model import GMSA
+from gmsa.training.objective import batch_loss, compress_contexts, sample_rates
+from gmsa.training.recipe import TrainConfig
+from gmsa.training.samples import Sample, ae_samples, qa_samples
+from gmsa.training.state import commit_checkpoint, latest_checkpoint, load_training_state, save_training_state
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """Everything a stage needs while it trains."""
+
+    config: TrainConfig
+    accelerator: Accelerator
+    model: GMSA
+    trainable: dict[str, torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    train: list[Sample]
+    eval: list[Sample]
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.config.out_dir)
+
+
+def _build_model(config: TrainConfig, device: torch.device) -> GMSA:
+    if config.init_from is None:
+        return GMSA.from_base(config.model.base_model, config.model, device=device, dtype=torch.float32)
+    model = GMSA.from_pretrained(config.init_from, base_model=config.model.base_model, device=device,
+                                 dtype=torch.float32)
+    if config.stage == "keft" and not has_adapter(model.base, DECODER_ADAPTER):
+        keft = {k: getattr(config.model, k) for k in ("keft_mode", "keft_lora_rank", "keft_lora_alpha", "keft_targets")}
+        model.config = dataclasses.replace(model.config, **keft)
+        add_decoder_adapter(model.base, model.config)
+    model.config = dataclasses.replace(model.config, prompt=config.model.prompt, rates=config.model.rates)
+    return model
+
+
+def _trainable(model: GMSA, stage: str) -> dict[str, torch.nn.Parameter]:
+    params = model.trained_parameters()
+    if stage == "ae":
+        chosen = {n: p for n, p in params.items() if n.startswith(("encoder.", "lsa."))}
+    else:
+        chosen = {n: p for n, p in params.items() if n.startswith("decoder.")}
+    model.requires_grad_(False)
+    for param in chosen.values():
+        param.requires_grad_(True)
+    return chosen
+
+
+def _split(samples: list[Sample], config: TrainConfig, tokenizer, model_config) -> tuple[list[Sample], list[Sample]]:
+    if config.eval_data:
+        if config.stage == "ae":
+            held_out = ae_samples([config.eval_data], tokenizer, model_config, config.max_text_tokens)
+        else:
+            held_out = qa_samples([config.eval_data], tokenizer, model_config, config.max_documents,
+                                  config.max_answer_tokens)
+        return samples, held_out[: config.eval_samples]
+    if len(samples) <= config.eval_samples:
+        return samples, []
+    return samples[: -config.eval_samples], samples[-config.eval_samples:]
+
+
+def setup(config: TrainConfig, resume: bool = False) -> Run:
+    """Build the model, data, optimizer and schedule; restore them from the last checkpoint on resume."""
+    accelerator = Accelerator(cpu=config.device == "cpu")
+    torch.manual_seed(config.seed)  # same adapter initialisation on every process
+    random.seed(config.seed)
+    model = _build_model(config, accelerator.device)
+    trainable = _trainable(model, config.stage)
+    if config.stage == "ae":
+        samples = ae_samples(config.train_data, model.tokenizer, model.config, config.max_text_tokens)
+    else:
+        samples = qa_samples(config.train_data, model.tokenizer, model.config, config.max_documents,
+                             config.max_answer_tokens)
+    train, held_out = _split(samples, config, model.tokenizer, model.config)
+    if not train:
+        raise ValueError(f"no training samples in {config.train_data}")
+    groups = [
+        {"params": [p for n, p in trainable.items() if not n.startswith("lsa.")], "lr": config.lr},
+        {"params": [p for n, p in trainable.items() if n.startswith("lsa.")], "lr": config.lsa_lr or config.lr},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * config.steps), config.steps)
+    run = Run(config, accelerator, model, trainable, optimizer, scheduler, train, held_out)
+    if resume:
+        folder = latest_checkpoint(run.out_dir)
+        if folder is None:
+            logger.warning("--resume: no checkpoint in %s, starting from scratch", run.out_dir)
+        else:
+            from gmsa.checkpoint import load_trained, read_checkpoint
+
+            _, _, tensors = read_checkpoint(folder)
+            load_trained(model.trained_parameters(), tensors, source=str(folder))
+            run.step, run.history = load_training_state(folder, optimizer, scheduler)
+            logger.info("resumed from %s at step %d", folder, run.step)
+    return run
+
+
+def _batch(run: Run, step: int) -> list[Sample]:
+    """This process's samples for `step`: a deterministic function of (seed, step), so resuming needs no state."""
+    config, world = run.config, run.accelerator.num_processes
+    per_step = config.batch_size * world
+    positions = range(step * per_step + run.accelerator.process_index * config.batch_size,
+                      step * per_step + (run.accelerator.process_index + 1) * config.batch_size)
+    size = len(run.train)
+    batch = []
+    for position in positions:
+        epoch, offset = divmod(position, size)
+        order = list(range(size))
+        random.Random(config.seed * 7919 + epoch).shuffle(order)
+        batch.append(run.train[order[offset]])
+    return batch
+
+
+def _average_gradients(run: Run) -> None:
+    if run.accelerator.num_processes == 1:
+        return
+    grads = [p.grad for p in run.trainable.values() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= run.accelerator.num_processes
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _autocast(run: Run):
+    if run.config.precision == "bf16-mixed" and run.model.device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def save(run: Run) -> Path | None:
+    """Checkpoint weights + optimizer/scheduler/RNG state atomically (main process only)."""
+    run.accelerator.wait_for_everyone()
+    folder = None
+    if run.accelerator.is_main_process:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=run.out_dir))
+        try:
+            run.model.save_pretrained(staging / "weights")
+            for item in (staging / "weights").iterdir():
+                item.rename(staging / item.name)
+            (staging / "weights").rmdir()
+            save_training_state(staging, run.optimizer, run.scheduler, run.step, run.history)
+            folder = commit_checkpoint(run.out_dir, staging, run.step)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    run.accelerator.wait_for_everyone()
+    return folder
+
+
+def _log(run: Run, record: dict) -> None:
+    run.history.append(record)
+    if run.accelerator.is_main_process:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(run.out_dir / "log.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+@torch.no_grad()
+def validate(run: Run) -> dict[str, float]:
+    """Held-out loss per rate (teacher-forced); for KEFT also EM / F1 / accuracy of generated answers."""
+    if not run.eval:
+        return {}
+    model, config = run.model, run.config
+    model.eval()
+    metrics: dict[str, float] = {}
+    rates = [None] if config.compression == "none" else list(model.config.rates)
+    for rate in rates:
+        losses = []
+        for start in range(0, len(run.eval), config.batch_size):
+            chunk = run.eval[start:start + config.batch_size]
+            with _autocast(run):
+                loss, _ = batch_loss(model, chunk, None if rate is None else [rate] * len(chunk), False)
+            losses.append(loss.item())
+        metrics[f"eval_loss_r{rate or 'none'}"] = sum(losses) / len(losses)
+    if config.stage == "keft":
+        rate = None if config.compression == "none" else model.config.rates[0]
+        scores = {"em": [], "f1": [], "acc": []}
+        for start in range(0, len(run.eval), config.batch_size):
+            chunk = run.eval[start:start + config.batch_size]
+            if rate is None:
+                contexts = [[torch.tensor(c, dtype=torch.long) for c in s.contexts] for s in chunk]
+            else:
+                contexts = compress_contexts(model, chunk, [rate] * len(chunk))
+            answers = model.generate([s.instruction for s in chunk], contexts, max_new_tokens=config.max_answer_tokens)
+            for answer, sample in zip(answers, chunk):
+                scores["em"].append(exact_match(answer, sample.answers))
+                scores["f1"].append(token_f1(answer, sample.answers))
+                scores["acc"].append(accuracy(answer, sample.answers))
+        metrics.update({f"eval_{k}": sum(v) / len(v) for k, v in scores.items()})
+    model.train()
+    return metrics
+
+
+def fit(run: Run) -> Path:
+    """Train until `steps`, evaluating and checkpointing on schedule; returns the final checkpoint folder."""
+    config, model = run.config, run.model
+    model.train()
+    main = run.accelerator.is_main_process
+    bar = tqdm(total=config.steps, initial=run.step, desc=f"gmsa-train {config.stage}", disable=not main)
+    window_tokens, window_start = 0, time.perf_counter()
+    while run.step < config.steps:
+        samples = _batch(run, run.step)
+        rates = None if config.compression == "none" else sample_rates(
+            model.config.rates, len(samples), config.seed + run.accelerator.process_index, run.step)
+        with _autocast(run):
+            loss, tokens = batch_loss(model, samples, rates, train_encoder=config.stage == "ae")
+        loss.backward()
+        _average_gradients(run)
+        torch.nn.utils.clip_grad_norm_(list(run.trainable.values()), config.grad_clip)
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.step += 1
+        window_tokens += sum(len(s.target) + sum(len(c) for c in s.contexts) for s in samples)
+        bar.update(1)
+        if run.step % config.log_every == 0 or run.step == config.steps:
+            elapsed = time.perf_counter() - window_start
+            record = {"step": run.step, "loss": loss.item(), "lr": run.scheduler.get_last_lr()[0],
+                      "tokens_per_s": window_tokens * run.accelerator.num_processes / elapsed,
+                      "rates": rates}
+            bar.set_postfix(loss=f"{record['loss']:.3f}", rate=rates and max(set(rates), key=rates.count),
+                            tok_s=f"{record['tokens_per_s']:.0f}")
+            _log(run, record)
+            window_tokens, window_start = 0, time.perf_counter()
+        if run.step % config.eval_every == 0 or run.step == config.steps:
+            metrics = validate(run)
+            if metrics:
+                _log(run, {"step": run.step, **metrics})
+                if main:
+                    bar.write(f"step {run.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if run.step % config.save_every == 0 or run.step == config.steps:
+            save(run)
+    bar.close()
+    model.eval()
+    final = run.out_dir / "final"
+    if main:
+        model.save_pretrained(final)
+        (run.out_dir / "recipe.json").write_text(json.dumps(config.to_dict(), indent=2))
+    run.accelerator.wait_for_everyone()
+    return final

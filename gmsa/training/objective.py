@@ -1,0 +1,85 @@
+"""The training loss: compress contexts, lay out the decoder input, and score the target tokens."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+import torch
+
+from gmsa.decoding import activate_decoder
+from gmsa.model import GMSA, right_pad
+from gmsa.prompting import embed_parts, left_pad, render_parts
+from gmsa.segmenting import split_segments
+from gmsa.training.samples import Sample
+
+IGNORE = -100
+
+
+def compress_contexts(model: GMSA, samples: list[Sample], rates: list[int]) -> list[list[torch.Tensor]]:
+    """Soft tokens of every context, sample i at rates[i]; gradients flow when enabled.
+
+    Segments of the same rate are encoded in one batch.
+    """
+    by_rate: dict[int, list[tuple[int, int, list[int]]]] = defaultdict(list)
+    for s, (sample, rate) in enumerate(zip(samples, rates)):
+        for c, ids in enumerate(sample.contexts):
+            for segment in split_segments(ids, model.config.segment_tokens):
+                by_rate[rate].append((s, c, segment))
+    pieces: dict[tuple[int, int], list[torch.Tensor]] = defaultdict(list)
+    for rate, items in by_rate.items():
+        ids, mask = right_pad([segment for _, _, segment in items], model.tokenizer.pad_token_id, model.device)
+        soft, soft_mask = model.soft_tokens(ids, mask, rate)  # (N, M, H), (N, M)
+        for row, (s, c, _) in enumerate(items):
+            pieces[(s, c)].append(soft[row, : int(soft_mask[row].sum())])
+    return [
+        [torch.cat(pieces[(s, c)]) if pieces[(s, c)] else soft.new_zeros(0, soft.shape[-1])
+         for c in range(len(sample.contexts))]
+        for s, sample in enumerate(samples)
+    ] if by_rate else [[] for _ in samples]
+
+
+def decoder_batch(model: GMSA, samples: list[Sample], contexts: list[list[torch.Tensor]]):
+    """Left-padded decoder inputs with labels on the target tokens only.
+
+    Output: embeds (B, T, H), mask (B, T), position_ids (B, T), labels (B, T).
+    """
+    embedding = model.base.get_input_embeddings()
+    sequences, label_rows = [], []
+    for sample, ctx in zip(samples, contexts):
+        parts = render_parts(model.tokenizer, model.config.prompt, ctx, sample.instruction)
+        target = torch.tensor(sample.target, dtype=torch.long)
+        sequence = embed_parts(embedding, [*parts, target])  # (T_i, H)
+        prompt_length = sequence.shape[0] - target.shape[0]
+        label_rows.append(torch.cat([torch.full((prompt_length,), IGNORE), target]))
+        sequences.append(sequence)
+    embeds, mask, positions = left_pad(sequences)
+    labels = torch.full(mask.shape, IGNORE, dtype=torch.long)
+    for row, label in enumerate(label_rows):
+        labels[row, labels.shape[1] - label.shape[0]:] = label
+    return embeds, mask, positions, labels.to(mask.device)
+
+
+def sample_rates(config_rates: tuple[int, ...], count: int, seed: int, step: int) -> list[int]:
+    """A compression rate per sample, determined by (seed, step) so a resumed run draws the same ones."""
+    generator = random.Random(seed * 1_000_003 + step)
+    return [generator.choice(config_rates) for _ in range(count)]
+
+
+def batch_loss(model: GMSA, samples: list[Sample], rates: list[int] | None, train_encoder: bool) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over target tokens, and how many target tokens there were.
+
+    rates None: the uncompressed baseline, contexts go to the decoder as text tokens.
+    """
+    if rates is None:
+        contexts = [[torch.tensor(ids, dtype=torch.long) for ids in s.contexts] for s in samples]
+    else:
+        with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
+            contexts = compress_contexts(model, samples, rates)
+    embeds, mask, positions, labels = decoder_batch(model, samples, contexts)
+    activate_decoder(model.base)
+    logits = model.base(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits  # (B, T, V)
+    shifted = logits[:, :-1].float().reshape(-1, logits.shape[-1])  # (B*(T-1), V)
+    targets = labels[:, 1:].reshape(-1)  # (B*(T-1),)
+    loss = torch.nn.functional.cross_entropy(shifted, targets, ignore_index=IGNORE)
+    return loss, int((targets != IGNORE).sum())

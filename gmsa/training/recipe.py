@@ -1,0 +1,149 @@
+"""Training recipes: one validated dataclass, read from YAML, with `key=value` overrides.
+
+Model fields (GMSAConfig) sit under `model:` in the YAML and are overridden as `model.key=value`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gmsa.config import GMSAConfig
+from gmsa.errors import ConfigError
+
+STAGES = ("ae", "keft")
+
+
+@dataclass
+class TrainConfig:
+    """One training stage.
+
+    stage:            "ae" (encoder LoRA + LSA learn to be restated) or "keft" (decoder learns to answer).
+    train_data:       files/folders: text or JSONL for AE; QA or reference JSONL for KEFT.
+    eval_data:        held-out file for periodic evaluation; default: the last `eval_samples` of train_data.
+    out_dir:          where checkpoints go (`step-*/`, `latest`, `final/`).
+    compression:      "gmsa" (soft tokens) or "none" (documents as text: the uncompressed baseline).
+    steps, batch_size, lr, lsa_lr, weight_decay, warmup_ratio, grad_clip: the optimisation.
+    max_text_tokens:  AE texts are cut to this many tokens (the start of each text).
+    max_documents:    KEFT examples keep at most this many documents (gold documents first kept).
+    max_answer_tokens: KEFT targets are cut to this many tokens.
+    precision:        "fp32" or "bf16-mixed" (CUDA autocast, fp32 master weights).
+    """
+
+    stage: str = "ae"
+    train_data: list[str] = field(default_factory=list)
+    eval_data: str | None = None
+    out_dir: str = "runs/gmsa"
+    init_from: str | None = None
+    compression: str = "gmsa"
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-4
+    lsa_lr: float | None = None
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    max_text_tokens: int = 256
+    max_documents: int = 5
+    max_answer_tokens: int = 32
+    eval_every: int = 200
+    eval_samples: int = 32
+    save_every: int = 200
+    seed: int = 0
+    precision: str = "fp32"
+    device: str | None = None
+    log_every: int = 10
+    model: GMSAConfig = field(default_factory=GMSAConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = GMSAConfig.from_dict(self.model)
+        if isinstance(self.train_data, str):
+            self.train_data = [self.train_data]
+        if self.stage not in STAGES:
+            raise ConfigError(f"stage={self.stage!r} is invalid: one of {STAGES}")
+        if self.compression not in ("gmsa", "none"):
+            raise ConfigError(f"compression={self.compression!r} is invalid: 'gmsa' or 'none'")
+        if self.compression == "none" and self.stage == "ae":
+            raise ConfigError("compression='none' only makes sense for stage 'keft' (the uncompressed baseline)")
+        for name in ("steps", "batch_size", "max_text_tokens", "max_documents", "max_answer_tokens",
+                     "eval_every", "eval_samples", "save_every", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}={value!r} is invalid: an integer >= 1")
+        for name in ("lr", "lsa_lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name}={value!r} is invalid: a learning rate > 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio={self.warmup_ratio!r} is invalid: a number in [0, 1)")
+        if self.precision not in ("fp32", "bf16-mixed"):
+            raise ConfigError(f"precision={self.precision!r} is invalid: 'fp32' or 'bf16-mixed'")
+        if self.stage == "keft" and self.model.keft_mode == "none":
+            raise ConfigError("stage 'keft' needs model.keft_mode='lora'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _parse_value(text: str) -> Any:
+    """`key=value` values are YAML scalars or lists: 1e-4, true, [4, 8], "text"."""
+    return yaml.safe_load(text)
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any, known: dict[str, Any]) -> None:
+    keys = dotted.split(".")
+    node, spec = tree, known
+    for depth, key in enumerate(keys):
+        if key not in spec:
+            where = ".".join(keys[:depth]) or "the recipe"
+            raise ConfigError(f"unknown key {dotted!r}: {where} has no field {key!r} (known: {sorted(spec)})")
+        if depth == len(keys) - 1:
+            node[key] = value
+        else:
+            node = node.setdefault(key, {})
+            spec = spec[key]
+
+
+def _known_fields(kind: type) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for f in dataclasses.fields(kind):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        result[f.name] = _known_fields(type(default)) if dataclasses.is_dataclass(default) else None
+    return result
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = (), **fixed: Any) -> TrainConfig:
+    """A TrainConfig from a YAML recipe, `key=value` overrides, then `fixed` values (from CLI flags)."""
+    tree: dict[str, Any] = {}
+    known = _known_fields(TrainConfig)
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"cannot read recipe {path}: {error}") from error
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"recipe {path} must be a mapping of fields")
+
+        def walk(prefix: str, mapping: dict[str, Any]) -> None:
+            for key, value in mapping.items():
+                name = f"{prefix}{key}"
+                if isinstance(value, dict) and name.count(".") < 2 and key in ("model", "prompt", "generation"):
+                    walk(name + ".", value)
+                else:
+                    _set(tree, name, value, known)
+
+        walk("", loaded)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        key, value = item.split("=", 1)
+        _set(tree, key.strip(), _parse_value(value), known)
+    for key, value in fixed.items():
+        if value is not None:
+            _set(tree, key, value, known)
+    return TrainConfig(**tree)

@@ -1,0 +1,58 @@
+"""Training samples: token ids of the contexts, the instruction, and the target the decoder must produce."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+from gmsa.config import GMSAConfig
+from gmsa.data import QAExample, read_qa, read_texts
+
+
+@dataclass
+class Sample:
+    """contexts: token ids of each context (compressed each on its own, in order); target: ids to predict."""
+
+    contexts: list[list[int]]
+    instruction: str
+    target: list[int]
+    answers: list[str]
+
+
+def ae_samples(paths: list[str], tokenizer: PreTrainedTokenizerBase, config: GMSAConfig, max_tokens: int) -> list[Sample]:
+    """Autoencoder samples: restate the (start of the) text from its soft tokens."""
+    texts = [text for path in paths for text in read_texts(Path(path))]
+    samples = []
+    for ids in tokenizer(texts, add_special_tokens=False).input_ids:
+        ids = ids[:max_tokens]
+        if ids:
+            samples.append(Sample([ids], config.prompt.restate_instruction, ids + [tokenizer.eos_token_id], []))
+    return samples
+
+
+def keep_documents(example: QAExample, limit: int) -> list[str]:
+    """At most `limit` documents, gold ones always kept, original order preserved."""
+    if len(example.documents) <= limit:
+        return example.documents
+    gold = set(example.gold[:limit])
+    others = [i for i in range(len(example.documents)) if i not in gold][: limit - len(gold)]
+    return [example.documents[i] for i in sorted(gold | set(others))]
+
+
+def qa_samples(
+    paths: list[str], tokenizer: PreTrainedTokenizerBase, config: GMSAConfig, max_documents: int, max_answer_tokens: int
+) -> list[Sample]:
+    """KEFT samples: answer the question from the documents; the target is the first reference answer."""
+    samples = []
+    for path in paths:
+        for example in read_qa(Path(path)):
+            if not example.answers:
+                continue
+            documents = keep_documents(example, max_documents)
+            contexts = tokenizer(documents, add_special_tokens=False).input_ids if documents else []
+            answer = tokenizer(example.answers[0], add_special_tokens=False).input_ids[:max_answer_tokens]
+            instruction = config.prompt.question_template.format(question=example.question)
+            samples.append(Sample(contexts, instruction, answer + [tokenizer.eos_token_id], example.answers))
+    return samples

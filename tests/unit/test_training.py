@@ -1,0 +1,123 @@
+"""gmsa-train on a tiny random model: both stages, the files they write, kill-and-resume, recipe errors."""
+
+import json
+
+import pytest
+import torch
+
+from gmsa import GMSA, ConfigError
+from gmsa.cli.train import main as train_main
+from gmsa.training import loop
+from gmsa.training.recipe import load_recipe
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Paris is the capital of France and its largest city.",
+    "Group merging averages hidden states in groups of equal size.",
+    "Soft tokens are vectors that a language model reads instead of text.",
+]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    ae = tmp_path / "ae.jsonl"
+    ae.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS * 3))
+    qa = tmp_path / "qa.jsonl"
+    records = [{"question": f"What is in text {i}?", "answers": [t.split()[1]],
+                "documents": [{"title": "T", "text": t}, {"title": "U", "text": TEXTS[(i + 1) % 4]}], "gold": [0]}
+               for i, t in enumerate(TEXTS * 2)]
+    qa.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return ae, qa
+
+
+def recipe(tmp_path, tiny_base, data, out, **extra):
+    lines = {
+        "train_data": [str(data)], "out_dir": str(out), "batch_size": 2, "eval_samples": 2, "eval_every": 3,
+        "save_every": 3, "log_every": 1, "lr": 5e-3, "max_text_tokens": 24,
+        "model": {"base_model": str(tiny_base), "encoder_layers": 2, "lora_rank": 4, "lora_alpha": 8,
+                  "rates": [2, 4], "segment_tokens": 16},
+    }
+    lines.update(extra)
+    path = tmp_path / f"{out.name}.yaml"
+    path.write_text(json.dumps(lines))  # JSON is YAML
+    return path
+
+
+def losses(out):
+    return [r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_ae_then_keft_write_checkpoints(tmp_path, tiny_base, corpus):
+    ae, qa = corpus
+    out = tmp_path / "ae"
+    assert train_main(["ae", "--config", str(recipe(tmp_path, tiny_base, ae, out)), "steps=12"]) == 0
+    assert (out / "final" / "gmsa_weights.safetensors").is_file()
+    assert (out / "latest").read_text().strip() == "step-000012"
+    curve = losses(out)
+    assert len(curve) == 12 and sum(curve[-3:]) / 3 < sum(curve[:3]) / 3, curve
+    model = GMSA.from_pretrained(out / "final")
+    assert not any(n.startswith("decoder.") for n in model.trained_parameters())
+
+    keft_out = tmp_path / "keft"
+    path = recipe(tmp_path, tiny_base, qa, keft_out, stage="keft")
+    assert train_main(["keft", "--config", str(path), "--from", str(out / "final"), "steps=3",
+                       "model.keft_mode=lora", "model.keft_lora_rank=2"]) == 0
+    tuned = GMSA.from_pretrained(keft_out / "final")
+    assert tuned.config.keft_mode == "lora"
+    assert any(n.startswith("decoder.") for n in tuned.trained_parameters())
+    # KEFT leaves the encoder and LSA exactly as AE trained them
+    for name, param in model.trained_parameters().items():
+        torch.testing.assert_close(tuned.trained_parameters()[name], param, rtol=0, atol=0)
+    records = [json.loads(line) for line in (keft_out / "log.jsonl").read_text().splitlines()]
+    assert any("eval_em" in r for r in records)
+
+
+def test_uncompressed_baseline_mode(tmp_path, tiny_base, corpus):
+    _, qa = corpus
+    out = tmp_path / "base"
+    path = recipe(tmp_path, tiny_base, qa, out, stage="keft", compression="none")
+    assert train_main(["keft", "--config", str(path), "steps=3", "model.keft_mode=lora"]) == 0
+    tuned = GMSA.from_pretrained(out / "final")
+    assert any(n.startswith("decoder.") for n in tuned.trained_parameters())
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert any("eval_loss_rnone" in r for r in records)
+
+
+def test_killed_run_resumes_on_the_same_curve(tmp_path, tiny_base, corpus, monkeypatch):
+    ae, _ = corpus
+    straight = tmp_path / "straight"
+    run = loop.setup(load_recipe(recipe(tmp_path, tiny_base, ae, straight), ["steps=6"]))
+    loop.fit(run)
+    expected = losses(straight)
+
+    killed = tmp_path / "killed"
+    config = load_recipe(recipe(tmp_path, tiny_base, ae, killed), ["steps=6"])
+    original = loop._batch
+
+    def dies_at_step_5(run, step):
+        if step == 4:
+            raise KeyboardInterrupt("killed")
+        return original(run, step)
+
+    monkeypatch.setattr(loop, "_batch", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        loop.fit(loop.setup(config))
+    assert (killed / "latest").read_text().strip() == "step-000003"
+    monkeypatch.setattr(loop, "_batch", original)
+    resumed = loop.setup(config, resume=True)
+    assert resumed.step == 3
+    loop.fit(resumed)
+    curve = losses(killed)
+    # the log holds steps 1-4 of the killed run, then 4-6 of the resumed one
+    assert curve[:4] == expected[:4]
+    assert curve[4:] == pytest.approx(expected[3:], rel=1e-5)
+
+
+def test_recipe_rejects_unknown_keys(tmp_path, tiny_base, corpus):
+    ae, _ = corpus
+    path = recipe(tmp_path, tiny_base, ae, tmp_path / "x")
+    with pytest.raises(ConfigError, match="'model.lora_rnk'"):
+        load_recipe(path, ["model.lora_rnk=3"])
+    with pytest.raises(ConfigError, match="stepz"):
+        load_recipe(path, ["stepz=3"])
+    assert train_main(["ae", "--config", str(path), "bogus=1"]) == 2
