@@ -74,13 +74,34 @@ def measure_memory(data: Path) -> dict[str, float]:
     return result
 
 
+def measure_startup(checkpoint: str | None) -> dict[str, float]:
+    """Seconds to load GMSA in a fresh process: cold (empty cache: the GGUF is dequantised and converted)
+    and warm (the converted safetensors copy is read)."""
+    import os
+    import tempfile
+
+    code = ("import time, sys; t = time.perf_counter(); from gmsa import GMSA; "
+            "GMSA.from_pretrained(sys.argv[1] if len(sys.argv) > 1 else None, device='cpu'); "
+            "print(time.perf_counter() - t)")
+    result = {}
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "GMSA_HOME": home}
+        for kind in ("cold", "warm"):
+            out = subprocess.run([sys.executable, "-c", code, *([checkpoint] if checkpoint else [])],
+                                 capture_output=True, text=True, check=True, env=env)
+            result[kind] = float(out.stdout.strip().splitlines()[-1])
+    return result
+
+
 def run(args: argparse.Namespace) -> dict:
     examples = read_qa(args.data, limit=args.questions)
     model = GMSA.from_pretrained(args.checkpoint, device=args.device)
     torch.set_num_threads(torch.get_num_threads())
     rates = args.rates
-    settings = model.config.generation.replace(max_new_tokens=args.max_new_tokens)
-    first_token = settings.replace(max_new_tokens=1)
+    # End-to-end = exactly `answer_tokens` generated tokens for every system, so all do the same work
+    # (an untrained checkpoint would otherwise be timed on answers of another length).
+    settings = model.config.generation.replace(max_new_tokens=args.answer_tokens, min_new_tokens=args.answer_tokens)
+    first_token = settings.replace(max_new_tokens=1, min_new_tokens=0)
     rows = []
     # one warm-up so lazy initialisation is not timed
     model.generate([model.format_question("warm up")], [[examples[0].documents[0]]], max_new_tokens=2)
@@ -133,7 +154,7 @@ def run(args: argparse.Namespace) -> dict:
         "mean_context_tokens": mean([r["context_tokens"] for r in rows]),
         "encoder_layers": model.config.encoder_layers,
         "base_layers": layers,
-        "max_new_tokens": args.max_new_tokens,
+        "answer_tokens": args.answer_tokens,
         "summary": summary,
         "per_question": rows,
     }
@@ -144,7 +165,8 @@ def report(result: dict) -> str:
     lines = [
         f"{result['questions']} questions, {result['mean_context_tokens']:.0f} context tokens on average, "
         f"device {result['machine']['device']}, {result['machine']['threads']} threads",
-        f"uncompressed: TTFT {s['uncompressed']['ttft_s']:.2f} s, end-to-end {s['uncompressed']['e2e_s']:.2f} s",
+        f"uncompressed: TTFT {s['uncompressed']['ttft_s']:.2f} s, end-to-end {s['uncompressed']['e2e_s']:.2f} s "
+        f"(end-to-end = {result['answer_tokens']} generated tokens for every system)",
         "rate | soft tok | compress tok/s | TTFT uncached (x, bound, % of bound) | e2e uncached (x) | "
         "TTFT cached (x) | e2e cached (x)",
     ]
@@ -156,6 +178,9 @@ def report(result: dict) -> str:
             f"{r['cached_ttft_s']:.2f} s ({r['speedup_cached_ttft']:.2f}x) | "
             f"{r['cached_e2e_s']:.2f} s ({r['speedup_cached_e2e']:.2f}x)"
         )
+    if "startup" in result:
+        lines.append(f"load time in a fresh process: cold {result['startup']['cold']:.1f} s "
+                     f"(GGUF dequantised, converted copy cached), warm {result['startup']['warm']:.1f} s")
     if "memory" in result:
         m = result["memory"]
         lines.append(f"peak RSS: plain base model {m['base']:.0f} MB, GMSA {m['gmsa']:.0f} MB "
@@ -197,11 +222,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--questions", type=int, default=20)
     parser.add_argument("--rates", type=int, nargs="+", default=[4, 8, 16])
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--answer-tokens", type=int, default=16, help="tokens generated in the end-to-end timing")
     parser.add_argument("--checkpoint", help="GMSA checkpoint (default: the bundled default)")
     parser.add_argument("--device")
     parser.add_argument("--out", type=Path, default=Path("results/latency"))
-    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the peak-memory and start-up probes")
     parser.add_argument("--memory-probe", choices=["base", "gmsa"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
@@ -210,6 +235,7 @@ def main() -> None:
     result = run(args)
     if not args.skip_memory:
         result["memory"] = measure_memory(args.data)
+        result["startup"] = measure_startup(args.checkpoint)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latency.json").write_text(json.dumps(result, indent=2))
     plot(result, args.out / "latency.png")

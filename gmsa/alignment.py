@@ -6,9 +6,9 @@ import copy
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from gmsa.layers import decoder_core, run_layers
-from transformers import PreTrainedModel
 
 
 class LayerSemanticAlignment(nn.Module):

@@ -31,6 +31,7 @@ class GenerationSettings:
     """How the decoder generates. Defaults follow the GMSA reference inference (greedy, 100 tokens, penalty 1.3)."""
 
     max_new_tokens: int = 100
+    min_new_tokens: int = 0
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
@@ -41,6 +42,8 @@ class GenerationSettings:
         self.stop = tuple(self.stop)
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             _fail("generation.max_new_tokens", self.max_new_tokens, "an integer >= 1")
+        if not isinstance(self.min_new_tokens, int) or not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            _fail("generation.min_new_tokens", self.min_new_tokens, f"an integer in [0, max_new_tokens={self.max_new_tokens}]")
         if self.temperature <= 0:
             _fail("generation.temperature", self.temperature, "a number > 0 (use do_sample=False for greedy)")
         if not 0 < self.top_p <= 1:

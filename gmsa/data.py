@@ -105,6 +105,15 @@ def read_qa(path: str | Path, limit: int | None = None) -> list[QAExample]:
     return examples
 
 
+def keep_documents(example: QAExample, limit: int) -> list[str]:
+    """At most `limit` documents, gold ones always kept, original order preserved."""
+    if len(example.documents) <= limit:
+        return example.documents
+    gold = set(example.gold[:limit])
+    others = [i for i in range(len(example.documents)) if i not in gold][: limit - len(gold)]
+    return [example.documents[i] for i in sorted(gold | set(others))]
+
+
 def _record_texts(record: dict[str, Any], path: Path, line: int) -> list[str]:
     if "text" in record and "question" not in record:
         return [_string(record, "text", path, line)]

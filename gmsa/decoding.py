@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import warnings
+from collections.abc import Iterator
 from threading import Lock, Thread
 
 import torch
@@ -20,6 +20,7 @@ def activate_decoder(base: PreTrainedModel) -> None:
 def _generation_config(tokenizer: PreTrainedTokenizerBase, settings: GenerationSettings) -> GenerationConfig:
     options = dict(
         max_new_tokens=settings.max_new_tokens,
+        min_new_tokens=settings.min_new_tokens or None,
         do_sample=settings.do_sample,
         repetition_penalty=settings.repetition_penalty,
         pad_token_id=tokenizer.pad_token_id,

@@ -1,6 +1,6 @@
 """Laying out the decoder's input: soft tokens and text spliced into the base model's chat template.
 
-A prompt is rendered with random one-time markers where contexts go, split at the markers,
+A prompt is rendered with random one-time markers where soft tokens go, split at the markers,
 and each piece embedded: text through the base model's embedding table, soft tokens as they
 are. Because markers are random per call, text in a prompt can never pull in soft tokens.
 Batches are left-padded as a whole, so every sequence ends where generation starts.
@@ -22,30 +22,61 @@ Context = torch.Tensor | str
 """A context for the decoder: soft tokens (m, H) of a compressed text, or plain text left uncompressed."""
 
 
+ChatMessage = dict
+"""{"role": "system" | "user" | "assistant", "content": str or a list of text pieces and soft tokens (m, H)}."""
+
+
+def render_chat(
+    tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, messages: Sequence[ChatMessage]
+) -> list[torch.Tensor]:
+    """A conversation as a list of parts, token ids (n,) or soft tokens (m, H), ready for generation.
+
+    Soft tokens sit where they appear in a message's content; the chat template of the base
+    model (when `fmt.use_chat_template`) frames the messages and opens the assistant's turn.
+    """
+    soft: dict[str, torch.Tensor] = {}
+    rendered = []
+    for message in messages:
+        pieces = [message["content"]] if isinstance(message["content"], (str, torch.Tensor)) else message["content"]
+        content = ""
+        for piece in pieces:
+            if isinstance(piece, torch.Tensor):
+                marker = f"<gmsa-context-{uuid.uuid4().hex}>"
+                soft[marker] = piece
+                content += marker
+            else:
+                content += piece
+        rendered.append({"role": message["role"], "content": content})
+    if fmt.use_chat_template and tokenizer.chat_template:
+        if fmt.system_prompt and not any(m["role"] == "system" for m in rendered):
+            rendered.insert(0, {"role": "system", "content": fmt.system_prompt})
+        text = tokenizer.apply_chat_template(rendered, tokenize=False, add_generation_prompt=True)
+    else:
+        text = "\n".join(m["content"] for m in rendered)
+    pieces = re.split("(" + "|".join(map(re.escape, soft)) + ")", text) if soft else [text]
+    parts: list[torch.Tensor] = []
+    for piece in pieces:
+        if piece in soft:
+            parts.append(soft[piece])
+        elif piece:
+            parts.append(torch.tensor(tokenizer(piece, add_special_tokens=False).input_ids, dtype=torch.long))
+    return parts
+
+
+def question_message(fmt: PromptFormat, contexts: Sequence[Context], instruction: str) -> ChatMessage:
+    """The user turn GMSA is trained on: contexts in order, separated, then the instruction."""
+    content: list[Context] = []
+    for index, context in enumerate(contexts):
+        content.extend([fmt.document_separator, context] if index else [context])
+    content.extend(["\n", instruction] if contexts else [instruction])
+    return {"role": "user", "content": content}
+
+
 def render_parts(
     tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, contexts: Sequence[Context], instruction: str
 ) -> list[torch.Tensor]:
-    """The prompt as a list of parts: token ids (n,) or soft tokens (m, H), in order."""
-    markers = [f"<gmsa-context-{uuid.uuid4().hex}>" for _ in contexts]
-    content = fmt.document_separator.join(markers) + ("\n" if markers else "") + instruction
-    if fmt.use_chat_template and tokenizer.chat_template:
-        messages = [{"role": "system", "content": fmt.system_prompt}] if fmt.system_prompt else []
-        messages.append({"role": "user", "content": content})
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    else:
-        text = content
-    pieces = re.split("(" + "|".join(map(re.escape, markers)) + ")", text) if markers else [text]
-    by_marker = dict(zip(markers, contexts))
-    parts: list[torch.Tensor] = []
-    for piece in pieces:
-        context = by_marker.get(piece)
-        if isinstance(context, torch.Tensor):
-            parts.append(context)
-        else:
-            text_piece = piece if context is None else context
-            if text_piece:
-                parts.append(torch.tensor(tokenizer(text_piece, add_special_tokens=False).input_ids, dtype=torch.long))
-    return parts
+    """The prompt of one question over contexts (soft tokens or plain text), as parts."""
+    return render_chat(tokenizer, fmt, [question_message(fmt, contexts, instruction)])
 
 
 def embed_parts(embedding: nn.Embedding, parts: Sequence[torch.Tensor]) -> torch.Tensor:

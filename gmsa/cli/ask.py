@@ -67,9 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gmsa", description="GMSA soft-prompt context compression")
     commands = parser.add_subparsers(dest="command", required=True)
     add_arguments(commands.add_parser("ask", help="answer a question over documents through GMSA"))
+    rag = commands.add_parser("rag", help="a RAG chain (LangChain, MiniLM vector store) with GMSA vs uncompressed")
+    from gmsa_integrations import demo  # argument definitions only; frameworks load in demo.run
+
+    demo.add_arguments(rag)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "rag":
+            try:
+                return demo.run(args)
+            except ImportError as error:
+                raise GMSAError(f"`gmsa rag` needs the LangChain integration: {error}") from None
         return run(args)
     except GMSAError as error:
         print(f"gmsa: error: {error}", file=sys.stderr)

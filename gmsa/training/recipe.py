@@ -24,19 +24,22 @@ class TrainConfig:
 
     stage:            "ae" (encoder LoRA + LSA learn to be restated) or "keft" (decoder learns to answer).
     train_data:       files/folders: text or JSONL for AE; QA or reference JSONL for KEFT.
-    eval_data:        held-out file for periodic evaluation; default: the last `eval_samples` of train_data.
+    eval_data:        held-out file for periodic evaluation; default: a slice held out of train_data.
+    holdout:          without eval_data, the last `holdout` samples of train_data are never trained on
+                      (default: eval_samples) and validation uses the first `eval_samples` of them.
     out_dir:          where checkpoints go (`step-*/`, `latest`, `final/`).
     compression:      "gmsa" (soft tokens) or "none" (documents as text: the uncompressed baseline).
     steps, batch_size, lr, lsa_lr, weight_decay, warmup_ratio, grad_clip: the optimisation.
     max_text_tokens:  AE texts are cut to this many tokens (the start of each text).
     max_documents:    KEFT examples keep at most this many documents (gold documents first kept).
     max_answer_tokens: KEFT targets are cut to this many tokens.
-    precision:        "fp32" or "bf16-mixed" (CUDA autocast, fp32 master weights).
+    precision:        "fp32" or "bf16-mixed" (autocast on CUDA or CPU, fp32 master weights).
     """
 
     stage: str = "ae"
     train_data: list[str] = field(default_factory=list)
     eval_data: str | None = None
+    holdout: int | None = None
     out_dir: str = "runs/gmsa"
     init_from: str | None = None
     compression: str = "gmsa"
@@ -79,6 +82,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name}={value!r} is invalid: a learning rate > 0")
+        if self.holdout is not None and (not isinstance(self.holdout, int) or self.holdout < self.eval_samples):
+            raise ConfigError(f"holdout={self.holdout!r} is invalid: an integer >= eval_samples ({self.eval_samples})")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio!r} is invalid: a number in [0, 1)")
         if self.precision not in ("fp32", "bf16-mixed"):

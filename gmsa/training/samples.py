@@ -8,7 +8,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from gmsa.config import GMSAConfig
-from gmsa.data import QAExample, read_qa, read_texts
+from gmsa.data import keep_documents, read_qa, read_texts
 
 
 @dataclass
@@ -30,15 +30,6 @@ def ae_samples(paths: list[str], tokenizer: PreTrainedTokenizerBase, config: GMS
         if ids:
             samples.append(Sample([ids], config.prompt.restate_instruction, ids + [tokenizer.eos_token_id], []))
     return samples
-
-
-def keep_documents(example: QAExample, limit: int) -> list[str]:
-    """At most `limit` documents, gold ones always kept, original order preserved."""
-    if len(example.documents) <= limit:
-        return example.documents
-    gold = set(example.gold[:limit])
-    others = [i for i in range(len(example.documents)) if i not in gold][: limit - len(gold)]
-    return [example.documents[i] for i in sorted(gold | set(others))]
 
 
 def qa_samples(

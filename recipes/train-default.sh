@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Train the shipped default checkpoint and its fine-tuned uncompressed baseline, stage by stage.
+# Every stage resumes from its last checkpoint, so after a kill just run this again.
+#   nohup bash recipes/train-default.sh > runs/train-default.log 2>&1 &
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GMSA_TRAIN=${GMSA_TRAIN:-.venv/bin/gmsa-train}
+$GMSA_TRAIN ae --config recipes/default-ae.yaml --resume
+$GMSA_TRAIN keft --config recipes/default-keft.yaml --from runs/default-ae/final --resume
+$GMSA_TRAIN keft --config recipes/default-keft.yaml compression=none out_dir=runs/baseline-keft --resume

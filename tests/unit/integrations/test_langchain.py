@@ -1,0 +1,115 @@
+"""LangChain: the standard unit suite for ChatGMSA, and the compressor in standard chains (tiny model)."""
+
+import asyncio
+import json
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.load import dumpd, load
+from langchain_core.retrievers import BaseRetriever
+from langchain_tests.unit_tests import ChatModelUnitTests
+
+from gmsa_integrations.cache import SoftTokenCache
+from gmsa_integrations.langchain import ChatGMSA, GMSACompressor, gmsa_qa_prompt
+from gmsa_integrations.markup import unmark
+from gmsa_integrations.runtime import _models
+
+DOCS = ["Paris is the capital of France.", "The quick brown fox jumps over the lazy dog.",
+        "Soft tokens are vectors."]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_checkpoint) -> str:
+    return str(tiny_checkpoint)
+
+
+class TestChatGMSAUnit(ChatModelUnitTests):
+    """langchain-tests' standard unit suite; it builds models with the standard parameters."""
+
+    @pytest.fixture(autouse=True)
+    def _checkpoint(self, checkpoint):
+        self._path = checkpoint
+
+    @property
+    def chat_model_class(self):
+        return ChatGMSA
+
+    @property
+    def chat_model_params(self) -> dict:
+        return {"checkpoint": getattr(self, "_path", None), "device": "cpu"}
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return False  # a local GMSA decoder has no tool-calling head or training
+
+    @property
+    def has_structured_output(self) -> bool:
+        return False
+
+
+def test_construction_loads_no_weights(checkpoint):
+    before = dict(_models)
+    ChatGMSA(checkpoint=checkpoint + "-not-loaded-yet", device="cpu")
+    GMSACompressor(checkpoint=checkpoint + "-not-loaded-yet", device="cpu")
+    assert _models == before
+
+
+class ListRetriever(BaseRetriever):
+    documents: list[Document]
+
+    def _get_relevant_documents(self, query, *, run_manager=None):
+        return list(self.documents)
+
+
+def test_compressor_in_a_contextual_compression_chain_matches_the_engine(checkpoint):
+    from langchain_classic.chains.combine_documents import create_stuff_documents_chain
+    from langchain_classic.retrievers import ContextualCompressionRetriever
+
+    cache = SoftTokenCache()
+    compressor = GMSACompressor(checkpoint=checkpoint, device="cpu", rate=2, soft_token_cache=cache)
+    retriever = ContextualCompressionRetriever(
+        base_compressor=compressor, base_retriever=ListRetriever(documents=[Document(d) for d in DOCS]))
+    documents = retriever.invoke("capital of France?")
+    assert [unmark(d.page_content) for d in documents] == DOCS
+    assert {d.metadata["gmsa_rate"] for d in documents} == {2}
+    json.dumps([d.metadata for d in documents])  # strings and numbers only
+    llm = ChatGMSA(checkpoint=checkpoint, device="cpu", max_tokens=8, soft_token_cache=cache)
+    chain = create_stuff_documents_chain(llm, gmsa_qa_prompt(), document_separator="\n")
+    answer = chain.invoke({"context": documents, "question": "capital of France?"})
+    model = compressor.runtime.model
+    engine = model.answer("capital of France?", DOCS, rate=2, max_new_tokens=8).text
+    assert answer == engine
+    # Serialised and loaded back (e.g. through a queue to another process), they still read the same.
+    restored = load(dumpd(documents), allowed_objects="all")
+    cache.clear()
+    assert chain.invoke({"context": restored, "question": "capital of France?"}) == engine
+
+
+def test_compressor_async_and_relevance_filtering(checkpoint):
+    compressor = GMSACompressor(checkpoint=checkpoint, device="cpu", rate=4, top_n=1)
+    documents = asyncio.run(compressor.acompress_documents([Document(d) for d in DOCS], "fox and dog"))
+    assert len(documents) == 1 and "fox" in documents[0].page_content
+    assert 0 < documents[0].metadata["gmsa_relevance"] <= 1
+
+
+def test_chat_model_usage_counts_soft_tokens_and_streams_the_same_text(checkpoint):
+    compressor = GMSACompressor(checkpoint=checkpoint, device="cpu", rate=2)
+    context = "\n".join(d.page_content for d in compressor.compress_documents([Document(d) for d in DOCS], ""))
+    llm = ChatGMSA(checkpoint=checkpoint, device="cpu", max_tokens=6)
+    message = llm.invoke(context + "\nWhat?")
+    soft = sum(d.metadata["gmsa_soft_tokens"] for d in compressor.compress_documents([Document(d) for d in DOCS], ""))
+    assert message.response_metadata["soft_tokens"] == soft
+    assert message.usage_metadata["input_tokens"] > soft
+    streamed = list(llm.stream(context + "\nWhat?"))
+    assert "".join(c.text for c in streamed).strip() == message.text
+    assert streamed[-1].usage_metadata == message.usage_metadata
+
+
+def test_chat_model_rejects_what_it_cannot_read(checkpoint):
+    from langchain_core.messages import HumanMessage, ToolMessage
+
+    llm = ChatGMSA(checkpoint=checkpoint, device="cpu", max_tokens=4)
+    with pytest.raises(ValueError, match="tool calling"):
+        llm.invoke([ToolMessage("result", tool_call_id="1")])
+    with pytest.raises(ValueError, match="text only"):
+        llm.invoke([HumanMessage([{"type": "image_url", "image_url": {"url": "data:,"}}])])
