@@ -21,8 +21,7 @@ $(STAMP): pyproject.toml requirements/ci.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/gmsa ask --documents gmsa/examples/docs \
-		--question "How many times faster does GMSA answer at rate 8?" --rate 8
+	$(VENV)/bin/gmsa rag --question "What does the autoencoder stage of training teach GMSA?"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
@@ -31,7 +30,9 @@ test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
 benchmark: $(STAMP)
+	$(PY) -m pip install -q --no-deps -r requirements/bench.txt
 	$(PY) benchmarks/latency.py --questions 20
+	$(PY) benchmarks/integrations.py --questions 20
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
