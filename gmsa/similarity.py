@@ -35,6 +35,6 @@ def sentence_embedder(device: str | torch.device | None = None):
 def cosine_similarities(left: list[str], right: list[str], device: str | None = None) -> list[float]:
     """Cosine similarity of left[i] and right[i] in MiniLM space."""
     model = sentence_embedder(device)
-    a = model.encode(left, convert_to_tensor=True, normalize_embeddings=True)  # (N, 384)
-    b = model.encode(right, convert_to_tensor=True, normalize_embeddings=True)  # (N, 384)
+    a = model.encode(left, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)  # (N, 384)
+    b = model.encode(right, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)  # (N, 384)
     return (a * b).sum(-1).tolist()

@@ -44,22 +44,18 @@ from pydantic import ConfigDict, Field, PrivateAttr  # noqa: E402
 
 from gmsa_integrations.aio import iterate_in_thread  # noqa: E402
 from gmsa_integrations.cache import SoftTokenCache  # noqa: E402
-from gmsa_integrations.runtime import GMSARuntime, Usage, compress_for_query, generation_settings  # noqa: E402
+from gmsa_integrations.runtime import (  # noqa: E402
+    GMSARuntime,
+    LazyRuntime,
+    Usage,
+    compress_for_query,
+    generation_settings,
+)
 
 __all__ = ["ChatGMSA", "GMSACompressor", "MiniLMEmbeddings", "gmsa_qa_prompt"]
 
 
-class _UsesGMSA:
-    """The runtime built on first use from the fields `checkpoint`, `device`, `dtype`, `soft_token_cache`."""
-
-    @property
-    def runtime(self) -> GMSARuntime:
-        if self._runtime is None:
-            self._runtime = GMSARuntime(self.checkpoint, self.device, self.dtype, self.soft_token_cache)
-        return self._runtime
-
-
-class GMSACompressor(_UsesGMSA, BaseDocumentCompressor):
+class GMSACompressor(LazyRuntime, BaseDocumentCompressor):
     """Compresses each retrieved document into GMSA soft tokens (batched, cached by content).
 
     Documents come back with their text in a GMSA span and metadata `gmsa_rate`, `gmsa_tokens`
@@ -120,7 +116,7 @@ def _usage_metadata(usage: Usage) -> UsageMetadata:
                          total_tokens=usage.input_tokens + usage.output_tokens)
 
 
-class ChatGMSA(_UsesGMSA, BaseChatModel):
+class ChatGMSA(LazyRuntime, BaseChatModel):
     """A chat model on the GMSA decoder: documents compressed by `GMSACompressor` are read as soft tokens.
 
     Weights load on first use and are shared by every instance on the same checkpoint/device/dtype.
@@ -252,7 +248,7 @@ class MiniLMEmbeddings(Embeddings):
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         from gmsa.similarity import sentence_embedder
 
-        return sentence_embedder(self.device).encode(texts, normalize_embeddings=True).tolist()
+        return sentence_embedder(self.device).encode(texts, normalize_embeddings=True, show_progress_bar=False).tolist()
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]

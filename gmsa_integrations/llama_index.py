@@ -46,6 +46,7 @@ from gmsa_integrations.cache import SoftTokenCache  # noqa: E402
 from gmsa_integrations.runtime import (  # noqa: E402
     METADATA_KEYS,
     GMSARuntime,
+    LazyRuntime,
     Usage,
     compress_for_query,
     generation_settings,
@@ -54,17 +55,7 @@ from gmsa_integrations.runtime import (  # noqa: E402
 __all__ = ["GMSALLM", "GMSANodePostprocessor", "GMSASynthesizer", "MiniLMEmbedding", "gmsa_query_engine"]
 
 
-class _UsesGMSA:
-    """The runtime built on first use from the fields `checkpoint`, `device`, `dtype`, `soft_token_cache`."""
-
-    @property
-    def runtime(self) -> GMSARuntime:
-        if self._runtime is None:
-            self._runtime = GMSARuntime(self.checkpoint, self.device, self.dtype, self.soft_token_cache)
-        return self._runtime
-
-
-class GMSANodePostprocessor(_UsesGMSA, BaseNodePostprocessor):
+class GMSANodePostprocessor(LazyRuntime, BaseNodePostprocessor):
     """Compresses each node's text into GMSA soft tokens (batched, cached by content).
 
     Node ids and scores are kept; the node's text is wrapped in a GMSA span and its metadata gains
@@ -113,7 +104,7 @@ def _usage(usage: Usage) -> dict[str, int]:
             "compressed_document_tokens": usage.document_tokens}
 
 
-class GMSALLM(_UsesGMSA, CustomLLM):
+class GMSALLM(LazyRuntime, CustomLLM):
     """The GMSA decoder as a LlamaIndex LLM: prompts containing compressed nodes are read as soft tokens.
 
     Async methods run the model in a worker thread, so they never block the event loop. Weights load
@@ -260,8 +251,8 @@ def gmsa_query_engine(retriever, llm: GMSALLM | None = None, postprocessor: GMSA
                       rate: int | None = None, streaming: bool = False) -> RetrieverQueryEngine:
     """A RetrieverQueryEngine that compresses the retrieved nodes and answers with every node whole."""
     llm = llm or GMSALLM()
-    postprocessor = postprocessor or GMSANodePostprocessor(checkpoint=llm.checkpoint, device=llm.device,
-                                                           dtype=llm.dtype, rate=rate, soft_token_cache=llm.soft_token_cache)
+    postprocessor = postprocessor or GMSANodePostprocessor(
+        checkpoint=llm.checkpoint, device=llm.device, dtype=llm.dtype, rate=rate, soft_token_cache=llm.soft_token_cache)
     return RetrieverQueryEngine(retriever=retriever, node_postprocessors=[postprocessor],
                                 response_synthesizer=GMSASynthesizer(llm=llm, streaming=streaming))
 
@@ -279,7 +270,7 @@ class MiniLMEmbedding(BaseEmbedding):
     def _encode(self, texts: list[str]) -> list[Embedding]:
         from gmsa.similarity import sentence_embedder
 
-        return sentence_embedder(self.device).encode(texts, normalize_embeddings=True).tolist()
+        return sentence_embedder(self.device).encode(texts, normalize_embeddings=True, show_progress_bar=False).tolist()
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._encode([query])[0]

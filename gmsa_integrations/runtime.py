@@ -101,7 +101,8 @@ class GMSARuntime:
         usage = Usage()
         soft_by_piece: dict[int, torch.Tensor] = {}
         for rate in sorted({self._usable_rate(d.rate) for d in documents}):
-            indices = [i for i, p in enumerate(pieces) if isinstance(p, MarkedDocument) and self._usable_rate(p.rate) == rate]
+            indices = [i for i, p in enumerate(pieces)
+                       if isinstance(p, MarkedDocument) and self._usable_rate(p.rate) == rate]
             for index, soft in zip(indices, self.compress([pieces[i].text for i in indices], rate)):
                 soft_by_piece[index] = soft
         content: list[str | torch.Tensor] = []
@@ -167,9 +168,21 @@ class GMSARuntime:
         from gmsa.similarity import sentence_embedder
 
         embedder = sentence_embedder("cuda" if self.model.device.type == "cuda" else "cpu")
-        query_vector = embedder.encode([query], convert_to_tensor=True, normalize_embeddings=True)  # (1, 384)
-        text_vectors = embedder.encode(list(texts), convert_to_tensor=True, normalize_embeddings=True)  # (N, 384)
+        options = {"convert_to_tensor": True, "normalize_embeddings": True, "show_progress_bar": False}
+        query_vector = embedder.encode([query], **options)  # (1, 384)
+        text_vectors = embedder.encode(list(texts), **options)  # (N, 384)
         return (text_vectors @ query_vector.T).squeeze(-1).tolist()
+
+
+class LazyRuntime:
+    """Mixin for framework classes with the fields `checkpoint`, `device`, `dtype`, `soft_token_cache`
+    and a private `_runtime`: the runtime is built on first use, never at construction."""
+
+    @property
+    def runtime(self) -> GMSARuntime:
+        if self._runtime is None:
+            self._runtime = GMSARuntime(self.checkpoint, self.device, self.dtype, self.soft_token_cache)
+        return self._runtime
 
 
 @dataclass

@@ -80,7 +80,7 @@ class TrainConfig:
                 raise ConfigError(f"{name}={value!r} is invalid: an integer >= 1")
         for name in ("lr", "lsa_lr"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0):
                 raise ConfigError(f"{name}={value!r} is invalid: a learning rate > 0")
         if self.holdout is not None and (not isinstance(self.holdout, int) or self.holdout < self.eval_samples):
             raise ConfigError(f"holdout={self.holdout!r} is invalid: an integer >= eval_samples ({self.eval_samples})")
@@ -89,7 +89,7 @@ class TrainConfig:
         if self.precision not in ("fp32", "bf16-mixed"):
             raise ConfigError(f"precision={self.precision!r} is invalid: 'fp32' or 'bf16-mixed'")
         if self.stage == "keft" and self.model.keft_mode == "none":
-            raise ConfigError("stage 'keft' needs model.keft_mode='lora'")
+            raise ConfigError("stage 'keft' needs model.keft_mode='lora' or 'full' (what the decoder trains)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -97,7 +97,13 @@ class TrainConfig:
 
 def _parse_value(text: str) -> Any:
     """`key=value` values are YAML scalars or lists: 1e-4, true, [4, 8], "text"."""
-    return yaml.safe_load(text)
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads "1e-3" as a string
+        except ValueError:
+            return value
+    return value
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any, known: dict[str, Any]) -> None:

@@ -50,11 +50,22 @@ def test_base_weights_are_in_memory_once(model):
     base_params = sum(p.numel() for n, p in model.base.named_parameters() if "lora_" not in n)
     trained = sum(p.numel() for p in model.trained_parameters().values())
     everything = sum(p.numel() for p in model.parameters())
-    assert model.lsa.output_norm is None
     assert everything == base_params + trained
     # LoRA only on the first k layers of the encoder
     lora_layers = {int(n.split("layers.")[1].split(".")[0]) for n in model.trained_parameters() if n.startswith("encoder.")}
     assert lora_layers == {0, 1}
+
+
+def test_lsa_output_norm_starts_soft_tokens_at_the_embedding_scale(tiny_base):
+    table = GMSA.from_base(str(tiny_base), tiny_config(tiny_base, lsa_output_norm="none"), device="cpu")
+    scaled = GMSA.from_base(str(tiny_base), tiny_config(tiny_base), device="cpu")  # default: "embedding"
+    embedding_rms = table.base.get_input_embeddings().weight.pow(2).mean().sqrt()
+    raw = table.compress(TEXTS, rate=2)[1].pow(2).mean().sqrt()
+    soft = scaled.compress(TEXTS, rate=2)[1].pow(2).mean().sqrt()
+    assert abs(soft / embedding_rms - 1) < 0.5 < abs(raw / embedding_rms - 1)
+    assert "lsa.output_norm.weight" in scaled.trained_parameters()
+    frozen = GMSA.from_base(str(tiny_base), tiny_config(tiny_base, lsa_output_norm="final"), device="cpu")
+    assert "lsa.output_norm.weight" not in frozen.trained_parameters()
 
 
 def test_compress_shapes(model):

@@ -72,6 +72,22 @@ def test_ae_then_keft_write_checkpoints(tmp_path, tiny_base, corpus):
     assert any("eval_em" in r for r in records)
 
 
+def test_full_rank_keft_updates_only_the_decoder(tmp_path, tiny_base, corpus):
+    ae, qa = corpus
+    out = tmp_path / "ae"
+    assert train_main(["ae", "--config", str(recipe(tmp_path, tiny_base, ae, out)), "steps=2"]) == 0
+    keft_out = tmp_path / "full"
+    path = recipe(tmp_path, tiny_base, qa, keft_out, stage="keft")
+    assert train_main(["keft", "--config", str(path), "--from", str(out / "final"), "steps=2",
+                       "model.keft_mode=full"]) == 0
+    tuned = GMSA.from_pretrained(keft_out / "final")
+    assert tuned.config.keft_mode == "full"
+    a = next(p for n, p in tuned.trained_parameters().items() if n.startswith("decoder.") and "lora_A" in n)
+    assert a.shape[0] == 64  # rank = hidden size: a full-rank update
+    before = GMSA.from_pretrained(out / "final")
+    torch.testing.assert_close(tuned.compress(TEXTS, 2)[0], before.compress(TEXTS, 2)[0], rtol=0, atol=0)
+
+
 def test_uncompressed_baseline_mode(tmp_path, tiny_base, corpus):
     _, qa = corpus
     out = tmp_path / "base"
