@@ -193,6 +193,7 @@ def plot(result: dict, path: Path) -> None:
         ax.annotate(f"{s[n]['speedup']:.2f}x\nEM {s[n]['em_pipeline']:.2f} (engine {s[n]['em_engine']:.2f})",
                     (i + 0.2, s[n]["gmsa_s"]), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(list(x), names)
+    ax.set_ylim(top=1.3 * max(s[n]["uncompressed_s"] for n in names))  # room for the legend
     ax.set_ylabel("seconds per question (retrieval + answer)")
     ax.set_title(f"RAG pipelines, {result['questions']} NQ questions, top-{result['top_k']}, "
                  f"{result['machine']['device']}")
