@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> dict:
             plain_answer, plain_s = timed(lambda: plain(example.question))
             rows.append({"framework": framework, "question": example.question, "references": example.answers,
                          "gmsa": answer, "engine": direct, "uncompressed": plain_answer,
-                         "gmsa_s": gmsa_s, "gmsa_cached_s": cached_s, "uncompressed_s": plain_s, "documents": len(documents),
+                         "gmsa_s": gmsa_s, "gmsa_cached_s": cached_s, "uncompressed_s": plain_s,
+                         "documents": len(documents),
                          "gmsa_answer_tokens": len(engine.tokenize_contexts([answer])[0]),
                          "uncompressed_answer_tokens": len(engine.tokenize_contexts([plain_answer])[0])})
     summary = {}
@@ -154,8 +155,9 @@ def run(args: argparse.Namespace) -> dict:
             "gmsa_answer_tokens": statistics.fmean(r["gmsa_answer_tokens"] for r in mine),
             "uncompressed_answer_tokens": statistics.fmean(r["uncompressed_answer_tokens"] for r in mine),
         }
-        summary[framework]["speedup"] = summary[framework]["uncompressed_s"] / summary[framework]["gmsa_s"]
-        summary[framework]["speedup_cached"] = summary[framework]["uncompressed_s"] / summary[framework]["gmsa_cached_s"]
+        mean = summary[framework]
+        mean["speedup"] = mean["uncompressed_s"] / mean["gmsa_s"]
+        mean["speedup_cached"] = mean["uncompressed_s"] / mean["gmsa_cached_s"]
     return {"machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
                         "device": str(engine.device)},
             "questions": len(examples), "indexed_documents": len(texts), "top_k": args.top_k, "rate": args.rate,
@@ -163,10 +165,10 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def report(result: dict) -> str:
-    lines = [f"{result['questions']} nq_dev questions, {result['indexed_documents']} documents indexed, top-{result['top_k']}"
-             f" retrieved, GMSA rate {result['rate']}, device {result['machine']['device']}",
-             "framework   | EM pipeline | EM engine | same answer | EM uncompressed | GMSA s/q | uncompressed s/q | speed-up"
-             " | cached GMSA s/q (speed-up) | answer tokens GMSA / uncompressed"]
+    lines = [f"{result['questions']} nq_dev questions, {result['indexed_documents']} documents indexed, "
+             f"top-{result['top_k']} retrieved, GMSA rate {result['rate']}, device {result['machine']['device']}",
+             "framework   | EM pipeline | EM engine | same answer | EM uncompressed | GMSA s/q | uncompressed s/q "
+             "| speed-up | cached GMSA s/q (speed-up) | answer tokens GMSA / uncompressed"]
     for framework, s in result["summary"].items():
         lines.append(f"{framework:<11} | {s['em_pipeline']:11.2f} | {s['em_engine']:9.2f} | "
                      f"{100 * s['same_answer_as_engine']:10.0f}% | {s['em_uncompressed']:15.2f} | {s['gmsa_s']:8.2f} | "

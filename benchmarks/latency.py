@@ -174,7 +174,8 @@ def report(result: dict) -> str:
         lines.append(
             f"{rate:>4} | {r['mean_soft_tokens']:8.0f} | {r['compress_tokens_per_s']:14.0f} | "
             f"{r['uncached_ttft_s']:.2f} s ({r['speedup_uncached_ttft']:.2f}x, {r['ttft_bound']:.2f}x, "
-            f"{100 * r['uncached_ttft_vs_bound']:.0f}%) | {r['uncached_e2e_s']:.2f} s ({r['speedup_uncached_e2e']:.2f}x) | "
+            f"{100 * r['uncached_ttft_vs_bound']:.0f}%) | "
+            f"{r['uncached_e2e_s']:.2f} s ({r['speedup_uncached_e2e']:.2f}x) | "
             f"{r['cached_ttft_s']:.2f} s ({r['speedup_cached_ttft']:.2f}x) | "
             f"{r['cached_e2e_s']:.2f} s ({r['speedup_cached_e2e']:.2f}x)"
         )

@@ -46,7 +46,8 @@ class GenerationSettings:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             _fail("generation.max_new_tokens", self.max_new_tokens, "an integer >= 1")
         if not isinstance(self.min_new_tokens, int) or not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            _fail("generation.min_new_tokens", self.min_new_tokens, f"an integer in [0, max_new_tokens={self.max_new_tokens}]")
+            _fail("generation.min_new_tokens", self.min_new_tokens,
+                  f"an integer in [0, max_new_tokens={self.max_new_tokens}]")
         if self.temperature <= 0:
             _fail("generation.temperature", self.temperature, "a number > 0 (use do_sample=False for greedy)")
         if not 0 < self.top_p <= 1:

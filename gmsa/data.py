@@ -85,7 +85,8 @@ def parse_qa(record: dict[str, Any], path: Path, line: int) -> QAExample:
         answers = [answer] if isinstance(answer, str) else answer
         if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
             raise DataError(str(path), line, "field 'answer' must be a string or a list of strings")
-        return QAExample(_string(record, "prompt", path, line), answers, [_string(record, "input", path, line)], [0], where)
+        question, context = _string(record, "prompt", path, line), _string(record, "input", path, line)
+        return QAExample(question, answers, [context], [0], where)
     raise DataError(
         str(path), line,
         f"unrecognised record with keys {sorted(record)}: expected the QA schema "

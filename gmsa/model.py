@@ -362,7 +362,9 @@ def length_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> li
     return batches
 
 
-def right_pad(sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def right_pad(
+    sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Token id lists -> ids (B, T), mask (B, T), padding on the right (the encoder's layout)."""
     length = max(len(seq) for seq in sequences)
     ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)

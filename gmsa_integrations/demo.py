@@ -20,7 +20,10 @@ def passages(folder: Path) -> list:
     from langchain_core.documents import Document
 
     from gmsa.data import text_files
+    from gmsa.errors import DataError
 
+    if not folder.exists():
+        raise DataError(str(folder), None, "no such file or folder (give --documents a folder of .md/.txt files)")
     documents = []
     for file in text_files(folder):
         blocks = [b.strip() for b in file.read_text(encoding="utf-8").split("\n\n")]

@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML recipe (see recipes/)")
     parser.add_argument("--from", dest="init_from", help="checkpoint to start from (KEFT: the AE checkpoint)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in out_dir")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. steps=500 model.rates=[4,8]")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="recipe overrides, e.g. steps=500 model.rates=[4,8]")
     args, extra = parser.parse_known_args(argv)
     unknown = [item for item in extra if item.startswith("-") or "=" not in item]
     if unknown:

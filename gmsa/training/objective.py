@@ -66,7 +66,9 @@ def sample_rates(config_rates: tuple[int, ...], count: int, seed: int, step: int
     return [generator.choice(config_rates) for _ in range(count)]
 
 
-def batch_loss(model: GMSA, samples: list[Sample], rates: list[int] | None, train_encoder: bool) -> tuple[torch.Tensor, int]:
+def batch_loss(
+    model: GMSA, samples: list[Sample], rates: list[int] | None, train_encoder: bool
+) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over target tokens, and how many target tokens there were.
 
     rates None: the uncompressed baseline, contexts go to the decoder as text tokens.

@@ -21,7 +21,9 @@ class Sample:
     answers: list[str]
 
 
-def ae_samples(paths: list[str], tokenizer: PreTrainedTokenizerBase, config: GMSAConfig, max_tokens: int) -> list[Sample]:
+def ae_samples(
+    paths: list[str], tokenizer: PreTrainedTokenizerBase, config: GMSAConfig, max_tokens: int
+) -> list[Sample]:
     """Autoencoder samples: restate the (start of the) text from its soft tokens."""
     texts = [text for path in paths for text in read_texts(Path(path))]
     samples = []

@@ -53,7 +53,7 @@ def test_batch_and_stream_match_single_generation(default_model):
     """Left-padding a batch changes nothing but float summation order: next-token logits agree to
     fp32 noise (greedy texts can still part at an exact near-tie, so those are compared one by one)."""
     soft = default_model.compress(DOCUMENTS, rate=8)
-    prompts = [default_model.format_question("Who was Marie Curie?"), default_model.format_question("When was it built?")]
+    prompts = [default_model.format_question(q) for q in ("Who was Marie Curie?", "When was it built?")]
     conversations = default_model.question_conversations(prompts, [[soft[0]], [soft[1]]])
 
     def next_token_logits(batch):

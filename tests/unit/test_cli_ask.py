@@ -26,3 +26,9 @@ def test_ask_reports_bad_file_with_line(tmp_path, capsys):
     code = main(["ask", "--documents", str(tmp_path / "bad.jsonl"), "--question", "q"])
     assert code == 2
     assert "bad.jsonl:2: invalid JSON" in capsys.readouterr().err
+
+
+def test_rag_reports_a_missing_documents_folder(tmp_path, capsys):
+    code = main(["rag", "--question", "q", "--documents", str(tmp_path / "missing")])
+    assert code == 2
+    assert "missing: no such file or folder" in capsys.readouterr().err

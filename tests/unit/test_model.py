@@ -52,7 +52,8 @@ def test_base_weights_are_in_memory_once(model):
     everything = sum(p.numel() for p in model.parameters())
     assert everything == base_params + trained
     # LoRA only on the first k layers of the encoder
-    lora_layers = {int(n.split("layers.")[1].split(".")[0]) for n in model.trained_parameters() if n.startswith("encoder.")}
+    encoder = [n for n in model.trained_parameters() if n.startswith("encoder.")]
+    lora_layers = {int(n.split("layers.")[1].split(".")[0]) for n in encoder}
     assert lora_layers == {0, 1}
 
 
