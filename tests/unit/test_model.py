@@ -59,7 +59,7 @@ def test_base_weights_are_in_memory_once(model):
 
 def test_lsa_output_norm_starts_soft_tokens_at_the_embedding_scale(tiny_base):
     table = GMSA.from_base(str(tiny_base), tiny_config(tiny_base, lsa_output_norm="none"), device="cpu")
-    scaled = GMSA.from_base(str(tiny_base), tiny_config(tiny_base), device="cpu")  # default: "embedding"
+    scaled = GMSA.from_base(str(tiny_base), tiny_config(tiny_base, lsa_output_norm="embedding"), device="cpu")
     embedding_rms = table.base.get_input_embeddings().weight.pow(2).mean().sqrt()
     raw = table.compress(TEXTS, rate=2)[1].pow(2).mean().sqrt()
     soft = scaled.compress(TEXTS, rate=2)[1].pow(2).mean().sqrt()
@@ -67,6 +67,24 @@ def test_lsa_output_norm_starts_soft_tokens_at_the_embedding_scale(tiny_base):
     assert "lsa.output_norm.weight" in scaled.trained_parameters()
     frozen = GMSA.from_base(str(tiny_base), tiny_config(tiny_base, lsa_output_norm="final"), device="cpu")
     assert "lsa.output_norm.weight" not in frozen.trained_parameters()
+
+
+def test_calibration_matches_soft_tokens_to_the_embedding_statistics(tiny_base):
+    torch.manual_seed(0)
+    # One rate and texts within one segment, so calibration sees exactly what compress returns below.
+    gmsa = GMSA.from_base(str(tiny_base), tiny_config(tiny_base, rates=(2,), segment_tokens=64), device="cpu")
+    texts = TEXTS[1:]
+    assert max(len(ids) for ids in gmsa.tokenize_contexts(texts)) <= gmsa.config.segment_tokens
+    assert {"lsa.input_affine.scale", "lsa.output_norm.shift"} <= set(gmsa.trained_parameters())
+    before = torch.cat(gmsa.compress(texts, rate=2))  # identity affine maps: raw block outputs
+    gmsa.calibrate_alignment(gmsa.tokenize_contexts(texts))
+    soft = torch.cat(gmsa.compress(texts, rate=2))  # (N, H), the same texts it was calibrated on
+    table = gmsa.base.get_input_embeddings().weight.float()  # (V, H)
+    torch.testing.assert_close(soft.mean(dim=0), table.mean(dim=0), atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(soft.std(dim=0), table.std(dim=0), atol=1e-4, rtol=1e-3)
+    assert not torch.allclose(before, soft)
+    with pytest.raises(ValueError, match="non-empty"):
+        gmsa.calibrate_alignment([[]])
 
 
 def test_compress_shapes(model):
