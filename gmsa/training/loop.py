@@ -273,7 +273,7 @@ def fit(run: Run) -> Path:
             elapsed = time.perf_counter() - window_start
             record = {"step": run.step, "loss": loss.item(), "lr": run.scheduler.get_last_lr()[0],
                       "tokens_per_s": window_tokens * run.accelerator.num_processes / elapsed,
-                      "rates": rates}
+                      "seconds": elapsed, "rates": rates}
             bar.set_postfix(loss=f"{record['loss']:.3f}", rate=rates and max(set(rates), key=rates.count),
                             tok_s=f"{record['tokens_per_s']:.0f}")
             _log(run, record)

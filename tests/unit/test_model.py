@@ -188,6 +188,14 @@ def test_save_and_load_round_trip(model, tmp_path):
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["gmsa_config.json", "gmsa_weights.safetensors"]
 
 
+def test_bf16_checkpoint_loads_into_an_fp32_model(model, tmp_path):
+    model.save_pretrained(tmp_path / "ckpt", dtype=torch.bfloat16)  # how the bundled default ships
+    loaded = GMSA.from_pretrained(tmp_path / "ckpt", device="cpu")
+    for name, param in model.trained_parameters().items():
+        assert loaded.trained_parameters()[name].dtype == torch.float32
+        torch.testing.assert_close(loaded.trained_parameters()[name], param.to(torch.bfloat16).float(), rtol=0, atol=0)
+
+
 def test_loading_onto_another_base_model_fails(model, tmp_path, other_tiny_base):
     model.save_pretrained(tmp_path / "ckpt")
     with pytest.raises(CheckpointError, match="fingerprint"):

@@ -1,0 +1,69 @@
+"""Copy the trained default into the package: bf16 weights, the config, and a record of how it was trained.
+
+    python recipes/ship_default.py                      # after recipes/train-default.sh
+    python recipes/ship_default.py --note "AE timed by hand: 2 h 05 min"
+
+`GMSA.from_pretrained()` then loads gmsa/checkpoints/default. The record (training.json) holds each
+stage's recipe, steps, wall time (the sum of the logged step windows), last losses and evaluations,
+and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from gmsa import GMSA
+from gmsa.model import BUNDLED_DEFAULT
+
+
+def stage_record(run_dir: Path) -> dict:
+    """What a finished `gmsa-train` run folder says about itself."""
+    lines = (run_dir / "log.jsonl").read_text().splitlines()
+    history = [json.loads(line) for line in lines if line.strip()]
+    losses = [r for r in history if "loss" in r]
+    timed = [r["seconds"] for r in losses if "seconds" in r]
+    return {
+        "run": str(run_dir),
+        "recipe": json.loads((run_dir / "recipe.json").read_text()),
+        "steps": losses[-1]["step"] if losses else 0,
+        "wall_seconds": round(sum(timed)) if len(timed) == len(losses) else None,  # None: logged before timing
+        "last_loss_mean_50_steps": sum(r["loss"] for r in losses[-10:]) / max(len(losses[-10:]), 1),
+        "evaluations": [r for r in history if any(k.startswith("eval_") for k in r)],
+    }
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ae", type=Path, default=Path("runs/default-ae"))
+    parser.add_argument("--keft", type=Path, default=Path("runs/default-keft"))
+    parser.add_argument("--out", type=Path, default=BUNDLED_DEFAULT)
+    parser.add_argument("--note", default="", help="free text kept in the record (e.g. how a stage was timed)")
+    args = parser.parse_args()
+    model = GMSA.from_pretrained(args.keft / "final", device="cpu")
+    model.save_pretrained(args.out, dtype=torch.bfloat16)  # half the bytes; CPU loads upcast to fp32
+    record = {
+        "shipped": datetime.date.today().isoformat(),
+        "stages": {"ae": stage_record(args.ae), "keft": stage_record(args.keft)},
+        "machine": machine(),
+        "note": args.note,
+    }
+    (args.out / "training.json").write_text(json.dumps(record, indent=2))
+    size = sum(p.stat().st_size for p in args.out.iterdir()) / 2**20
+    print(f"wrote {args.out} ({size:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
