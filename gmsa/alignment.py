@@ -37,6 +37,29 @@ class DimensionAffine(nn.Module):
         self.shift.copy_(target_mean - states.mean(dim=0) * scale)
 
 
+class Readout(nn.Linear):
+    """A linear map H -> H that `fit` sets by ridge regression (a data-dependent start for AE training)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size, size)
+        with torch.no_grad():  # the identity until fitted
+            self.weight.copy_(torch.eye(size))
+            self.bias.zero_()
+
+    @torch.no_grad()
+    def fit(self, features: torch.Tensor, targets: torch.Tensor, ridge: float = 1.0) -> None:
+        """Least squares from `features` (N, H) to `targets` (N, H), on standardised features, in float64."""
+        x, y = features.double().cpu(), targets.double().cpu()
+        x_mean, x_std = x.mean(dim=0), x.std(dim=0).clamp(min=1e-6)  # (H,), (H,)
+        y_mean = y.mean(dim=0)  # (H,)
+        standard = (x - x_mean) / x_std  # (N, H)
+        gram = standard.T @ standard + ridge * torch.eye(x.shape[1], dtype=x.dtype)  # (H, H)
+        solution = torch.linalg.solve(gram, standard.T @ (y - y_mean))  # (H, H): standardised x -> y
+        weight = solution / x_std[:, None]  # (H_in, H_out), on raw features
+        self.weight.copy_(weight.T.to(self.weight))
+        self.bias.copy_((y_mean - x_mean @ weight).to(self.bias))
+
+
 class LayerSemanticAlignment(nn.Module):
     """An input affine, `num_layers` Transformer blocks initialised as copies of the base model's
     lowest layers, and an output map into the embedding space.
@@ -46,16 +69,21 @@ class LayerSemanticAlignment(nn.Module):
     fits them to data.
     """
 
-    def __init__(self, base: PreTrainedModel, num_layers: int, output_norm: str) -> None:
+    def __init__(self, base: PreTrainedModel, num_layers: int, output_norm: str, gated: bool = False) -> None:
         super().__init__()
         core = decoder_core(base)
         size = base.config.hidden_size
         self.input_affine = DimensionAffine(size)
         self.blocks = copy.deepcopy(core.layers[:num_layers])
         self.blocks.requires_grad_(True)
+        # Gated: blocks(x) enters as x + g * (blocks(x) - x), g per dimension and 0 at first (as ReZero), so
+        # training starts from the affine + readout map and learns how much of the blocks to use.
+        self.block_gate = nn.Parameter(torch.zeros(size)) if gated else None
         self.output_norm_kind = output_norm
         self.output_norm: nn.Module | None = None
-        if output_norm == "calibrated":
+        if output_norm == "readout":
+            self.output_norm = Readout(size)
+        elif output_norm == "calibrated":
             self.output_norm = DimensionAffine(size)
         elif output_norm in ("embedding", "final"):
             self.output_norm = copy.deepcopy(core.norm)
@@ -77,24 +105,50 @@ class LayerSemanticAlignment(nn.Module):
         """(B, M, H) merged states, (B, M) mask, positions 0..M-1 -> (B, M, H) soft tokens.
 
         `core` is the base model's decoder stack, lent for its rotary embedding and mask rules.
+        Runs outside autocast, in the LSA's own dtype: it is cheap (M = T/r positions), and a fitted
+        readout loses what it reads to bf16 rounding.
         """
-        hidden = self.input_affine(merged)  # (B, M, H) -> (B, M, H)
-        soft = run_layers(core, self.blocks, hidden, mask)  # (B, M, H) -> (B, M, H)
-        if self.output_norm is not None:
-            soft = self.output_norm(soft)  # (B, M, H) -> (B, M, H)
+        with torch.autocast(merged.device.type, enabled=False):
+            soft = self._blocks(merged.to(self.input_affine.scale.dtype), mask, core)  # (B, M, H) -> (B, M, H)
+            if self.output_norm is not None:
+                soft = self.output_norm(soft)  # (B, M, H) -> (B, M, H)
         return soft
 
+    def _blocks(self, merged: torch.Tensor, mask: torch.Tensor, core: nn.Module) -> torch.Tensor:
+        """Input affine, then the blocks (gated or not): (B, M, H) -> (B, M, H)."""
+        hidden = self.input_affine(merged)  # (B, M, H) -> (B, M, H)
+        out = run_layers(core, self.blocks, hidden, mask)  # (B, M, H) -> (B, M, H)
+        if self.block_gate is not None:
+            out = hidden + self.block_gate.to(hidden.dtype) * (out - hidden)  # (B, M, H)
+        return out
+
     @torch.no_grad()
-    def calibrate(self, merged: torch.Tensor, mask: torch.Tensor, core: nn.Module, embedding: torch.Tensor) -> None:
+    def calibrate(
+        self,
+        merged: torch.Tensor,
+        mask: torch.Tensor,
+        core: nn.Module,
+        embedding: torch.Tensor,
+        tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         """Fit the affine maps so block inputs (and, for "calibrated", soft tokens) match `embedding` (V, H).
 
         The blocks are copies of the base's lowest layers, which read token embeddings: they get inputs
         with each embedding dimension's mean and spread. merged (B, M, H), mask (B, M) as in forward.
+        For "readout", `tokens` = (states (B, T, H), mask (B, T), input_ids (B, T)), encoder states at
+        rate 1: the readout is fitted so each token's soft token approximates the token's own embedding.
         """
         real = mask.bool()
         table = embedding.float()
         target_mean, target_std = table.mean(dim=0), table.std(dim=0)  # (V, H) -> (H,), (H,)
         self.input_affine.calibrate(merged[real], target_mean, target_std)  # (N, H)
         if self.output_norm_kind == "calibrated":
-            hidden = run_layers(core, self.blocks, self.input_affine(merged), mask)  # (B, M, H)
+            hidden = self._blocks(merged, mask, core)  # (B, M, H)
             self.output_norm.calibrate(hidden[real], target_mean, target_std)
+        elif self.output_norm_kind == "readout":
+            if tokens is None:
+                raise ValueError("lsa_output_norm='readout' is fitted on rate-1 encoder states: pass `tokens`")
+            states, token_mask, input_ids = tokens
+            hidden = self._blocks(states.float(), token_mask, core)  # (B, T, H)
+            real_tokens = token_mask.bool()
+            self.output_norm.fit(hidden[real_tokens], embedding[input_ids[real_tokens]])  # (N, H) -> (N, H)

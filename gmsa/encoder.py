@@ -1,4 +1,4 @@
-"""The encoder: the base model's first k layers with the encoder LoRA, read after the final norm."""
+"""The encoder: the base model's first k layers with the encoder LoRA."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from gmsa.adapters import ENCODER_ADAPTER, activate_adapter
 from gmsa.layers import decoder_core, run_layers
 
 
-def encode(base: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, num_layers: int) -> torch.Tensor:
-    """Hidden states of right-padded tokens after `num_layers` layers and the final norm.
+def encode(
+    base: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, num_layers: int, final_norm: bool = True
+) -> torch.Tensor:
+    """Hidden states of right-padded tokens after `num_layers` layers (and the final norm if `final_norm`).
 
     Input:  input_ids (B, T), mask (B, T).
     Output: (B, T, H).
@@ -19,4 +21,4 @@ def encode(base: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, n
     activate_adapter(base, ENCODER_ADAPTER)
     hidden = core.embed_tokens(input_ids)  # (B, T) -> (B, T, H)
     hidden = run_layers(core, core.layers[:num_layers], hidden, mask)  # (B, T, H) -> (B, T, H)
-    return core.norm(hidden)  # (B, T, H)
+    return core.norm(hidden) if final_norm else hidden  # (B, T, H)

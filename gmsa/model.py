@@ -71,7 +71,7 @@ class GMSA(nn.Module):
         self.base_fingerprint = fingerprint
         self._tokenizer = tokenizer
         # LSA copies the base's plain lowest layers, so it is built before adapters are injected.
-        self.lsa = LayerSemanticAlignment(base, config.lsa_layers, config.lsa_output_norm)
+        self.lsa = LayerSemanticAlignment(base, config.lsa_layers, config.lsa_output_norm, config.lsa_gate)
         add_encoder_adapter(base, config)
         if config.keft_mode != "none":
             add_decoder_adapter(base, config)
@@ -155,8 +155,8 @@ class GMSA(nn.Module):
         reused. KEFT weights do not enter: they change the decoder, not the soft tokens.
         """
         digest = hashlib.sha256(self.base_fingerprint.encode())
-        layout = (self.config.encoder_layers, self.config.lsa_layers, self.config.lsa_output_norm,
-                  self.config.segment_tokens, str(self.base.dtype))
+        layout = (self.config.encoder_layers, self.config.encoder_final_norm, self.config.lsa_layers,
+                  self.config.lsa_output_norm, self.config.lsa_gate, self.config.segment_tokens, str(self.base.dtype))
         digest.update(repr(layout).encode())
         for name, param in sorted(self.trained_parameters().items()):
             if name.startswith(("encoder.", "lsa.")):
@@ -184,35 +184,44 @@ class GMSA(nn.Module):
         Input:  input_ids (B, T), mask (B, T).
         Output: soft (B, ceil(T/r), H), soft_mask (B, ceil(T/r)) True on real soft tokens (a prefix of each row).
         """
-        hidden = encode(self.base, input_ids, mask, self.config.encoder_layers)  # (B, T) -> (B, T, H)
+        hidden = self._encode(input_ids, mask)  # (B, T) -> (B, T, H)
         merged, merged_mask = group_merge(hidden, mask, rate)  # (B, T, H) -> (B, M, H), (B, M)
         soft = self.lsa(merged, merged_mask.long(), decoder_core(self.base))  # (B, M, H) -> (B, M, H)
         return soft, merged_mask
 
+    def _encode(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids, (B, T) mask -> (B, T, H) encoder states."""
+        return encode(self.base, input_ids, mask, self.config.encoder_layers, self.config.encoder_final_norm)
+
     @torch.no_grad()
     def calibrate_alignment(self, token_ids: Sequence[Sequence[int]], batch_size: int = 32) -> None:
-        """Fit the LSA's per-dimension affine maps on real texts, at every configured rate.
+        """Fit the LSA's data-dependent maps on real texts: the affine maps at every configured rate, and a
+        "readout" on rate-1 states (each token's soft token towards its own embedding).
 
         The AE stage runs this once before its first step (a data-dependent initialisation);
         each text is read up to `config.segment_tokens` tokens.
         """
+        texts = [list(ids[: self.config.segment_tokens]) for ids in token_ids if ids]
+        if not texts:
+            raise ValueError("calibrate_alignment needs at least one non-empty text")
+        batches = [right_pad(texts[i:i + batch_size], self.tokenizer.pad_token_id, self.device)
+                   for i in range(0, len(texts), batch_size)]
+        states = [self._encode(ids, mask).float() for ids, mask in batches]  # each (B, T, H)
         merged_rows, mask_rows = [], []
         for rate in self.config.rates:
-            for start in range(0, len(token_ids), batch_size):
-                chunk = [list(ids[: self.config.segment_tokens]) for ids in token_ids[start:start + batch_size] if ids]
-                if not chunk:
-                    continue
-                ids, mask = right_pad(chunk, self.tokenizer.pad_token_id, self.device)
-                hidden = encode(self.base, ids, mask, self.config.encoder_layers)  # (B, T) -> (B, T, H)
+            for hidden, (_, mask) in zip(states, batches):
                 merged, merged_mask = group_merge(hidden, mask, rate)  # (B, T, H) -> (B, M, H), (B, M)
-                merged_rows.extend(merged.float())
+                merged_rows.extend(merged)
                 mask_rows.extend(merged_mask)
-        if not merged_rows:
-            raise ValueError("calibrate_alignment needs at least one non-empty text")
-        merged = torch.nn.utils.rnn.pad_sequence(merged_rows, batch_first=True)  # N x (M_i, H) -> (N, M, H)
-        mask = torch.nn.utils.rnn.pad_sequence(mask_rows, batch_first=True)  # N x (M_i,) -> (N, M)
+        merged = _pad_rows(merged_rows)  # N x (M_i, H) -> (N, M, H)
+        mask = _pad_rows(mask_rows)  # N x (M_i,) -> (N, M)
+        tokens = None
+        if self.config.lsa_output_norm == "readout":
+            tokens = (_pad_rows([row for hidden in states for row in hidden]),  # (N, T, H)
+                      _pad_rows([row for _, m in batches for row in m]),  # (N, T)
+                      _pad_rows([row for ids, _ in batches for row in ids]))  # (N, T)
         weight = self.base.get_input_embeddings().weight  # (V, H)
-        self.lsa.calibrate(merged, mask.long(), decoder_core(self.base), weight)
+        self.lsa.calibrate(merged, mask.long(), decoder_core(self.base), weight, tokens)
 
     def tokenize_contexts(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text as the encoder reads them (no special tokens)."""
@@ -369,6 +378,11 @@ class GMSA(nn.Module):
             compress_seconds=compressed - start,
             generate_seconds=done - compressed,
         )
+
+
+def _pad_rows(rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    """N tensors of shape (L_i, ...) -> (N, max L_i, ...), zero-padded at the end."""
+    return torch.nn.utils.rnn.pad_sequence(list(rows), batch_first=True)
 
 
 def length_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> list[list[int]]:

@@ -257,7 +257,8 @@ def fit(run: Run) -> Path:
     while run.step < config.steps:
         samples = _batch(run, run.step)
         rates = None if config.compression == "none" else sample_rates(
-            model.config.rates, len(samples), config.seed + run.accelerator.process_index, run.step)
+            model.config.rates, len(samples), config.seed + run.accelerator.process_index, run.step,
+            config.rate_curriculum)
         with _autocast(run):
             loss, tokens = batch_loss(model, samples, rates, train_encoder=config.stage == "ae")
         loss.backward()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 
 import torch
 
@@ -60,8 +61,16 @@ def decoder_batch(model: GMSA, samples: list[Sample], contexts: list[list[torch.
     return embeds, mask, positions, labels.to(mask.device)
 
 
-def sample_rates(config_rates: tuple[int, ...], count: int, seed: int, step: int) -> list[int]:
-    """A compression rate per sample, determined by (seed, step) so a resumed run draws the same ones."""
+def sample_rates(
+    config_rates: tuple[int, ...], count: int, seed: int, step: int, curriculum: Sequence[Sequence[int]] = ()
+) -> list[int]:
+    """A compression rate per sample, determined by (seed, step) so a resumed run draws the same ones.
+
+    `curriculum` ([rate, until_step] pairs, in order) fixes the rate of the steps before each until_step.
+    """
+    for rate, until_step in curriculum:
+        if step < until_step:
+            return [rate] * count
     generator = random.Random(seed * 1_000_003 + step)
     return [generator.choice(config_rates) for _ in range(count)]
 

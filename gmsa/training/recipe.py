@@ -31,6 +31,10 @@ class TrainConfig:
     compression:      "gmsa" (soft tokens) or "none" (documents as text: the uncompressed baseline).
     steps, batch_size, lr, lsa_lr, weight_decay, warmup_ratio, grad_clip: the optimisation.
     max_text_tokens:  AE texts are cut to this many tokens (the start of each text).
+    rate_curriculum:  AE warm start, [[rate, until_step], ...] lowest rate first: every sample of the steps
+                      before `until_step` uses that rate, and later steps sample `model.rates`. Rates below
+                      the model's are allowed: [[1, 100], [2, 300]] starts from the fitted readout's
+                      rate-1 map and widens each soft token's span step by step.
     calibration_samples: AE from scratch fits the LSA's affine maps on this many training texts first.
     max_documents:    KEFT examples keep at most this many documents (gold documents first kept).
     max_answer_tokens: KEFT targets are cut to this many tokens.
@@ -53,6 +57,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     max_text_tokens: int = 256
     calibration_samples: int = 256
+    rate_curriculum: list[list[int]] = field(default_factory=list)
     max_documents: int = 5
     max_answer_tokens: int = 32
     eval_every: int = 200
@@ -91,8 +96,24 @@ class TrainConfig:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio!r} is invalid: a number in [0, 1)")
         if self.precision not in ("fp32", "bf16-mixed"):
             raise ConfigError(f"precision={self.precision!r} is invalid: 'fp32' or 'bf16-mixed'")
+        self._check_curriculum()
         if self.stage == "keft" and self.model.keft_mode == "none":
             raise ConfigError("stage 'keft' needs model.keft_mode='lora' or 'full' (what the decoder trains)")
+
+    def _check_curriculum(self) -> None:
+        if self.rate_curriculum and self.stage != "ae":
+            raise ConfigError(f"rate_curriculum={self.rate_curriculum!r} is invalid: only the 'ae' stage has one")
+        last_until = 0
+        for entry in self.rate_curriculum:
+            valid = isinstance(entry, (list, tuple)) and len(entry) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in entry)
+            if not valid or entry[1] <= last_until:
+                raise ConfigError(f"rate_curriculum entry {entry!r} is invalid: [rate, until_step], integers >= 1, "
+                                  "until_step increasing")
+            if self.model.segment_tokens % entry[0]:
+                raise ConfigError(f"rate_curriculum rate {entry[0]!r} is invalid: it must divide "
+                                  f"model.segment_tokens={self.model.segment_tokens}")
+            last_until = entry[1]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from gmsa import GMSA, CheckpointError, GMSAConfig
+from gmsa.encoder import encode
 from gmsa.layers import decoder_core
+from gmsa.model import right_pad
 from gmsa.prompting import question_message, render_chat, render_parts
 
 TEXTS = [
@@ -85,6 +87,48 @@ def test_calibration_matches_soft_tokens_to_the_embedding_statistics(tiny_base):
     assert not torch.allclose(before, soft)
     with pytest.raises(ValueError, match="non-empty"):
         gmsa.calibrate_alignment([[]])
+
+
+def test_readout_maps_rate_one_states_back_to_their_own_tokens(tiny_base):
+    torch.manual_seed(0)
+    config = tiny_config(tiny_base, encoder_final_norm=False, lsa_output_norm="readout", lsa_gate=True)
+    gmsa = GMSA.from_base(str(tiny_base), config, device="cpu")
+    token_ids = [torch.randint(0, len(gmsa.tokenizer), (16,)).tolist() for _ in range(48)]
+    ids, mask = right_pad(token_ids, gmsa.tokenizer.pad_token_id, gmsa.device)
+    own = gmsa.base.get_input_embeddings().weight[ids].detach()  # (N, T, H): each token's embedding
+    best_constant = (own - own.mean(dim=(0, 1))).pow(2).mean()
+    gmsa.calibrate_alignment(token_ids)
+    with torch.no_grad():
+        soft, _ = gmsa.soft_tokens(ids, mask, rate=1)  # (N, T, H): one soft token per token
+    assert (soft - own).pow(2).mean() < 0.5 * best_constant  # 0.21 here; no better than a constant: 1.0
+    with pytest.raises(ValueError, match="rate-1"):
+        gmsa.lsa.calibrate(soft, mask, decoder_core(gmsa.base), gmsa.base.get_input_embeddings().weight)
+
+
+def test_gated_lsa_starts_without_its_blocks(tiny_base):
+    torch.manual_seed(0)
+    gmsa = GMSA.from_base(str(tiny_base), tiny_config(tiny_base, lsa_gate=True), device="cpu")
+    assert "lsa.block_gate" in gmsa.trained_parameters()
+    before = gmsa.compress(TEXTS, rate=2)
+    with torch.no_grad():
+        for param in gmsa.lsa.blocks.parameters():
+            param.normal_()
+    for a, b in zip(before, gmsa.compress(TEXTS, rate=2)):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        gmsa.lsa.block_gate.fill_(1.0)
+    assert not torch.allclose(before[0], gmsa.compress(TEXTS, rate=2)[0])
+
+
+def test_encoder_reads_before_or_after_the_final_norm(tiny_base):
+    prenorm = GMSA.from_base(str(tiny_base), tiny_config(tiny_base, encoder_final_norm=False), device="cpu")
+    ids, mask = right_pad(prenorm.tokenize_contexts(TEXTS), prenorm.tokenizer.pad_token_id, prenorm.device)
+    with torch.no_grad():
+        raw = encode(prenorm.base, ids, mask, 2, final_norm=False)  # (B, T, H)
+        normed = encode(prenorm.base, ids, mask, 2)  # (B, T, H)
+    torch.testing.assert_close(decoder_core(prenorm.base).norm(raw), normed)
+    assert prenorm.compressor_fingerprint() != GMSA.from_base(
+        str(tiny_base), tiny_config(tiny_base), device="cpu").compressor_fingerprint()
 
 
 def test_compress_shapes(model):

@@ -129,6 +129,32 @@ def test_killed_run_resumes_on_the_same_curve(tmp_path, tiny_base, corpus, monke
     assert curve[4:] == pytest.approx(expected[3:], rel=1e-5)
 
 
+def test_rate_curriculum_fixes_the_first_steps_rates(tmp_path, tiny_base, corpus):
+    ae, _ = corpus
+    out = tmp_path / "curriculum"
+    model = {"base_model": str(tiny_base), "encoder_layers": 2, "lora_rank": 4, "lora_alpha": 8, "rates": [2, 4],
+             "segment_tokens": 16, "encoder_final_norm": False, "lsa_output_norm": "readout", "lsa_gate": True}
+    path = recipe(tmp_path, tiny_base, ae, out, steps=6, rate_curriculum=[[1, 2], [2, 4]], model=model)
+    assert train_main(["ae", "--config", str(path)]) == 0
+    records = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "rates" in r]
+    by_step = {r["step"]: set(r["rates"]) for r in records}  # step n logs the rates of step n - 1
+    assert by_step[1] == by_step[2] == {1} and by_step[3] == by_step[4] == {2}
+    assert by_step[5] | by_step[6] <= {2, 4}
+    assert GMSA.from_pretrained(out / "final").config.lsa_output_norm == "readout"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([[1, 5], [2, 3]], "until_step increasing"),
+    ([[0, 5]], "integers >= 1"),
+    ([[3, 5]], "must divide"),
+    ([1, 5], "rate, until_step"),
+])
+def test_recipe_rejects_a_bad_rate_curriculum(tmp_path, tiny_base, corpus, bad, message):
+    ae, _ = corpus
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(recipe(tmp_path, tiny_base, ae, tmp_path / "x"), [f"rate_curriculum={json.dumps(bad)}"])
+
+
 def test_recipe_rejects_unknown_keys(tmp_path, tiny_base, corpus):
     ae, _ = corpus
     path = recipe(tmp_path, tiny_base, ae, tmp_path / "x")
