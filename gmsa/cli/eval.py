@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.task == "table":
-            print(markdown_table([json.loads(p.read_text()) for p in args.results]))
+            results = [json.loads(p.read_text()) for p in args.results]
+            tasks_seen = sorted({r["task"] for r in results})  # one table per task: their columns differ
+            print("\n\n".join(markdown_table([r for r in results if r["task"] == t]) for t in tasks_seen))
             return 0
         result = run_reconstruction(args) if args.task == "reconstruction" else run_qa(args)
     except GMSAError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 
@@ -10,8 +11,11 @@ def write_result(result: dict, out_dir: Path) -> tuple[Path, Path]:
     """result.json and table.md in out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, table_path = out_dir / "result.json", out_dir / "table.md"
-    json_path.write_text(json.dumps(result, indent=2))
     table_path.write_text(markdown_table([result]) + "\n")
+    # result.json last and whole (rename): its presence means the evaluation finished
+    partial = json_path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(result, indent=2))
+    os.replace(partial, json_path)
     return json_path, table_path
 
 

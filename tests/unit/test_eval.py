@@ -47,6 +47,11 @@ def test_reconstruction_and_qa_write_json_and_markdown(tiny_checkpoint, tmp_path
     capsys.readouterr()
     assert eval_main(["table", str(tmp_path / "q" / "result.json"), str(tmp_path / "q" / "result.json")]) == 0
     assert capsys.readouterr().out.count("tiny: gmsa@2") == 2
+    # reconstruction and QA results together (as recipes/eval-default.sh passes them): one table each
+    assert eval_main(["table", str(tmp_path / "r" / "result.json"), str(tmp_path / "q" / "result.json")]) == 0
+    tables = capsys.readouterr().out.split("\n\n")
+    assert len(tables) == 2 and "tiny: gmsa@2" in tables[0] and "bleu" in tables[1].lower()
+    assert not list(tmp_path.glob("*/*.partial"))
 
 
 def test_a_bad_system_is_a_clear_error(tiny_checkpoint, tmp_path, capsys):
