@@ -43,8 +43,17 @@ def trained_parameters(base: nn.Module, lsa: nn.Module) -> dict[str, nn.Paramete
     return params
 
 
+def _readable(folder: Path) -> None:
+    """mkdtemp makes a 0700 folder (and safetensors 0600 files); a checkpoint is for sharing: 0755 / 0644."""
+    folder.chmod(0o755)
+    for file in folder.iterdir():
+        if file.is_file():
+            file.chmod(0o644)
+
+
 def replace_folder(staging: Path, target: Path) -> None:
     """Move a fully written `staging` folder to `target`, never leaving a half-written `target`."""
+    _readable(staging)
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")

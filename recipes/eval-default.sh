@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Evaluate the shipped default and its baselines on the same questions; writes results/eval/*/ and one table.
+# Evaluate the shipped default and its baselines on the same questions; writes $OUT/*/result.json and one table.
 # Run after recipes/train-default.sh:   bash recipes/eval-default.sh > runs/eval-default.log 2>&1
 # A part whose result.json exists is not run again, so after a kill just run this again.
 set -euo pipefail
@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 EVAL=${GMSA_EVAL:-.venv/bin/gmsa-eval}
 NQ=../shared/data/qa/nq_dev.jsonl
 QUESTIONS=${QUESTIONS:-100}
-OUT=${OUT:-results/eval}
+OUT=${OUT:-benchmarks/results/eval-default}
 once() {  # once NAME gmsa-eval-args...: run one evaluation unless its result is already there
     local name=$1; shift
     if [[ -f "$OUT/$name/result.json" ]]; then echo "skip $name: $OUT/$name/result.json exists"; return; fi
@@ -16,16 +16,17 @@ once() {  # once NAME gmsa-eval-args...: run one evaluation unless its result is
 # Reconstruction of the 200 held-out paragraphs the AE stage never trained on.
 once reconstruction reconstruction --checkpoint runs/default-ae/final --texts ../shared/data/ae/wiki_paragraphs.jsonl \
     --last 200 --limit "$QUESTIONS" --max-text-tokens 64 --rates 4 8 16
-# The base model as it comes (the AE checkpoint leaves the decoder untouched): zero-shot and closed-book.
-once qa-base-20docs qa --checkpoint runs/default-ae/final --label "base model" --data $NQ --limit "$QUESTIONS" \
-    --documents 20 --systems uncompressed closed-book
 # GMSA after KEFT: 20 documents, and 5 documents (what the fine-tuned baseline was trained and tested with).
 once qa-gmsa-20docs qa --checkpoint runs/default-keft/final --label "GMSA (AE + KEFT)" --data $NQ --limit "$QUESTIONS" \
     --documents 20 --systems gmsa@4 gmsa@8 gmsa@16
 once qa-gmsa-5docs qa --checkpoint runs/default-keft/final --label "GMSA (AE + KEFT)" --data $NQ --limit "$QUESTIONS" \
     --documents 5 --systems gmsa@4 gmsa@8 gmsa@16
+# The base model as it comes (the AE checkpoint leaves the decoder untouched): zero-shot and closed-book.
+once qa-base-20docs qa --checkpoint runs/default-ae/final --label "base model" --data $NQ --limit "$QUESTIONS" \
+    --documents 20 --systems uncompressed closed-book
 # The fair baseline: the uncompressed prompt fine-tuned with the same KEFT recipe.
-once qa-baseline-5docs qa --checkpoint runs/baseline-keft/final --label "uncompressed + KEFT" --data $NQ \
-    --limit "$QUESTIONS" --documents 5 --systems uncompressed closed-book
+if [[ ! -d runs/baseline-keft/final ]]; then echo "skip qa-baseline-5docs: runs/baseline-keft/final not trained yet"
+else once qa-baseline-5docs qa --checkpoint runs/baseline-keft/final --label "uncompressed + KEFT" --data $NQ \
+    --limit "$QUESTIONS" --documents 5 --systems uncompressed closed-book; fi
 $EVAL table "$OUT"/*/result.json > "$OUT/table.md"
 cat "$OUT/table.md"

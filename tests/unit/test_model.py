@@ -230,6 +230,9 @@ def test_save_and_load_round_trip(model, tmp_path):
         torch.testing.assert_close(loaded.trained_parameters()[name], param, rtol=0, atol=0)
     torch.testing.assert_close(loaded.compress(TEXTS, rate=4)[0], model.compress(TEXTS, rate=4)[0])
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["gmsa_config.json", "gmsa_weights.safetensors"]
+    # a shareable folder, not the 0700/0600 modes of its temporary staging folder
+    assert (tmp_path / "ckpt").stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()} == {0o644}
 
 
 def test_bf16_checkpoint_loads_into_an_fp32_model(model, tmp_path):
