@@ -27,7 +27,8 @@ def stage_record(run_dir: Path) -> dict:
     """What a finished `gmsa-train` run folder says about itself."""
     lines = (run_dir / "log.jsonl").read_text().splitlines()
     history = [json.loads(line) for line in lines if line.strip()]
-    losses = [r for r in history if "loss" in r]
+    # a resumed run logs again the steps after its last checkpoint: the later record of a step wins
+    losses = list({r["step"]: r for r in history if "loss" in r}.values())
     timed = [r["seconds"] for r in losses if "seconds" in r]
     return {
         "run": str(run_dir),
