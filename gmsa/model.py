@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from gmsa.adapters import add_decoder_adapter, add_encoder_adapter
 from gmsa.alignment import LayerSemanticAlignment
 from gmsa.base import load_base, resolve_device, resolve_dtype, weights_fingerprint
+from gmsa.batching import length_batches, pad_rows, right_pad
 from gmsa.checkpoint import load_trained, read_checkpoint, trained_parameters, write_checkpoint
 from gmsa.config import EMBEDDED_BASE, GenerationSettings, GMSAConfig
 from gmsa.decoding import decode_texts, generate_ids, stream_text
@@ -213,13 +214,13 @@ class GMSA(nn.Module):
                 merged, merged_mask = group_merge(hidden, mask, rate)  # (B, T, H) -> (B, M, H), (B, M)
                 merged_rows.extend(merged)
                 mask_rows.extend(merged_mask)
-        merged = _pad_rows(merged_rows)  # N x (M_i, H) -> (N, M, H)
-        mask = _pad_rows(mask_rows)  # N x (M_i,) -> (N, M)
+        merged = pad_rows(merged_rows)  # N x (M_i, H) -> (N, M, H)
+        mask = pad_rows(mask_rows)  # N x (M_i,) -> (N, M)
         tokens = None
         if self.config.lsa_output_norm == "readout":
-            tokens = (_pad_rows([row for hidden in states for row in hidden]),  # (N, T, H)
-                      _pad_rows([row for _, m in batches for row in m]),  # (N, T)
-                      _pad_rows([row for ids, _ in batches for row in ids]))  # (N, T)
+            tokens = (pad_rows([row for hidden in states for row in hidden]),  # (N, T, H)
+                      pad_rows([row for _, m in batches for row in m]),  # (N, T)
+                      pad_rows([row for ids, _ in batches for row in ids]))  # (N, T)
         weight = self.base.get_input_embeddings().weight  # (V, H)
         self.lsa.calibrate(merged, mask.long(), decoder_core(self.base), weight, tokens)
 
@@ -378,37 +379,3 @@ class GMSA(nn.Module):
             compress_seconds=compressed - start,
             generate_seconds=done - compressed,
         )
-
-
-def _pad_rows(rows: Sequence[torch.Tensor]) -> torch.Tensor:
-    """N tensors of shape (L_i, ...) -> (N, max L_i, ...), zero-padded at the end."""
-    return torch.nn.utils.rnn.pad_sequence(list(rows), batch_first=True)
-
-
-def length_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> list[list[int]]:
-    """Indices grouped longest first, each group at most `max_rows` rows and `max_tokens` padded tokens.
-
-    Padding is wasted work and large padded batches run slower on CPUs than a few small ones
-    (20 NQ documents: 1.47 s in batches of 16, 1.08 s in batches of ~600 tokens).
-    """
-    batches: list[list[int]] = []
-    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        current = batches[-1] if batches else None
-        if current and len(current) < max_rows and (len(current) + 1) * lengths[current[0]] <= max_tokens:
-            current.append(index)
-        else:
-            batches.append([index])
-    return batches
-
-
-def right_pad(
-    sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id lists -> ids (B, T), mask (B, T), padding on the right (the encoder's layout)."""
-    length = max(len(seq) for seq in sequences)
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(sequences), length, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids.to(device), mask.to(device)

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 import torch
 
+from gmsa.batching import right_pad
 from gmsa.decoding import activate_decoder
-from gmsa.model import GMSA, right_pad
+from gmsa.model import GMSA
 from gmsa.prompting import embed_parts, left_pad, render_parts
 from gmsa.segmenting import split_segments
 from gmsa.training.samples import Sample

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from gmsa import GMSA, CheckpointError, GMSAConfig
+from gmsa.batching import right_pad
 from gmsa.encoder import encode
 from gmsa.layers import decoder_core
-from gmsa.model import right_pad
 from gmsa.prompting import question_message, render_chat, render_parts
 
 TEXTS = [
