@@ -7,6 +7,8 @@ injected into that one model; `use_adapter` picks which one a forward pass sees.
 
 from __future__ import annotations
 
+import warnings
+
 from peft import LoraConfig
 from transformers import PreTrainedModel
 
@@ -43,7 +45,9 @@ def add_decoder_adapter(base: PreTrainedModel, config: GMSAConfig) -> None:
     else:
         raise ValueError(f"keft_mode={config.keft_mode!r} adds no decoder adapter")
     lora = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(config.keft_targets), lora_dropout=0.0)
-    base.add_adapter(lora, adapter_name=DECODER_ADAPTER)
+    with warnings.catch_warnings():  # two adapters on one model is the design, not a mistake to warn about
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
+        base.add_adapter(lora, adapter_name=DECODER_ADAPTER)
 
 
 def has_adapter(base: PreTrainedModel, name: str) -> bool:
