@@ -99,6 +99,9 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
     torch.manual_seed(config.seed)  # same adapter initialisation on every process
     random.seed(config.seed)
     model = _build_model(config, accelerator.device)
+    if config.gradient_checkpointing:
+        # non-reentrant: the frozen embeddings need no requires_grad trick for gradients to reach the LoRA
+        model.base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     trainable = _trainable(model, config.stage)
     if config.stage == "ae":
         samples = ae_samples(config.train_data, model.tokenizer, model.config, config.max_text_tokens)

@@ -39,6 +39,9 @@ class TrainConfig:
     max_documents:    KEFT examples keep at most this many documents (gold documents first kept).
     max_answer_tokens: KEFT targets are cut to this many tokens.
     precision:        "fp32" or "bf16-mixed" (autocast on CUDA or CPU, fp32 master weights).
+    gradient_checkpointing: recompute each layer's activations in the backward pass instead of keeping
+                      them: the same losses for much less memory (the uncompressed baseline reads ~800-token
+                      prompts through every layer), at the cost of a second forward pass.
     """
 
     stage: str = "ae"
@@ -65,6 +68,7 @@ class TrainConfig:
     save_every: int = 200
     seed: int = 0
     precision: str = "fp32"
+    gradient_checkpointing: bool = False
     device: str | None = None
     log_every: int = 10
     model: GMSAConfig = field(default_factory=GMSAConfig)

@@ -99,6 +99,20 @@ def test_uncompressed_baseline_mode(tmp_path, tiny_base, corpus):
     assert any("eval_loss_rnone" in r for r in records)
 
 
+def test_gradient_checkpointing_keeps_the_loss_curve(tmp_path, tiny_base, corpus):
+    _, qa = corpus
+    curves = {}
+    for flag in (False, True):
+        out = tmp_path / f"checkpointing-{flag}"
+        overrides = ["steps=4", "model.keft_mode=lora", f"gradient_checkpointing={str(flag).lower()}"]
+        run = loop.setup(load_recipe(recipe(tmp_path, tiny_base, qa, out, stage="keft", compression="none"), overrides))
+        assert run.model.base.is_activation_checkpointing == flag
+        loop.fit(run)
+        curves[flag] = losses(out)
+    assert curves[True] == pytest.approx(curves[False], rel=1e-4)
+    assert curves[True][-1] != curves[True][0]  # it trained
+
+
 def test_killed_run_resumes_on_the_same_curve(tmp_path, tiny_base, corpus, monkeypatch):
     ae, _ = corpus
     straight = tmp_path / "straight"
