@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -86,13 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     table.add_argument("results", nargs="+", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from gmsa.evaluation.report import markdown_table, write_result
+    from gmsa.evaluation.report import markdown_table, markdown_tables, read_result, write_result
 
     try:
         if args.task == "table":
-            results = [json.loads(p.read_text()) for p in args.results]
-            tasks_seen = sorted({r["task"] for r in results})  # one table per task: their columns differ
-            print("\n\n".join(markdown_table([r for r in results if r["task"] == t]) for t in tasks_seen))
+            print(markdown_tables([read_result(path) for path in args.results]))
             return 0
         result = run_reconstruction(args) if args.task == "reconstruction" else run_qa(args)
     except GMSAError as error:

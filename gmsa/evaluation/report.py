@@ -6,6 +6,10 @@ import json
 import os
 from pathlib import Path
 
+from gmsa.errors import DataError
+
+TASKS = ("qa", "reconstruction")
+
 
 def write_result(result: dict, out_dir: Path) -> tuple[Path, Path]:
     """result.json and table.md in out_dir."""
@@ -17,6 +21,26 @@ def write_result(result: dict, out_dir: Path) -> tuple[Path, Path]:
     partial.write_text(json.dumps(result, indent=2))
     os.replace(partial, json_path)
     return json_path, table_path
+
+
+def read_result(path: Path) -> dict:
+    """A result.json written by gmsa-eval; anything else is a DataError naming the file."""
+    hint = "pass the result.json of a gmsa-eval run"
+    try:
+        result = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise DataError(str(path), None, f"cannot read it ({error.strerror}); {hint}") from error
+    except json.JSONDecodeError as error:
+        raise DataError(str(path), error.lineno, f"invalid JSON ({error.msg}); {hint}") from error
+    if not isinstance(result, dict) or result.get("task") not in TASKS:
+        raise DataError(str(path), None, f"not a gmsa-eval result (its 'task' is not one of {TASKS}); {hint}")
+    return result
+
+
+def markdown_tables(results: list[dict]) -> str:
+    """One table per task (their columns differ), QA first."""
+    tasks = sorted({r["task"] for r in results})
+    return "\n\n".join(markdown_table([r for r in results if r["task"] == task]) for task in tasks)
 
 
 def _label(result: dict, name: str) -> str:

@@ -60,3 +60,17 @@ def test_a_bad_system_is_a_clear_error(tiny_checkpoint, tmp_path, capsys):
     assert eval_main(["qa", "--checkpoint", str(tiny_checkpoint), "--data", str(qa), "--systems", "gmsa@x",
                       "--out", str(tmp_path / "o")]) == 2
     assert "gmsa@RATE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "cannot read it"),
+    ('{"task": "qa",\n "systems": ', "invalid JSON"),
+    ('{"rates": {}}', "not a gmsa-eval result"),
+])
+def test_table_names_a_file_that_is_not_a_result(tmp_path, capsys, content, problem):
+    path = tmp_path / "result.json"
+    if content is not None:
+        path.write_text(content)
+    assert eval_main(["table", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and problem in err and "gmsa-eval run" in err
