@@ -90,8 +90,13 @@ def batch_loss(
             contexts = compress_contexts(model, samples, rates)
     embeds, mask, positions, labels = decoder_batch(model, samples, contexts)
     activate_decoder(model.base)
-    logits = model.base(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits  # (B, T, V)
-    shifted = logits[:, :-1].float().reshape(-1, logits.shape[-1])  # (B*(T-1), V)
-    targets = labels[:, 1:].reshape(-1)  # (B*(T-1),)
+    # Left padding puts every target at the right end, so only the last `keep` positions need logits:
+    # the vocabulary projection of a long prompt costs memory and time and never reaches the loss.
+    keep = labels.shape[1] - int((labels != IGNORE).any(0).nonzero()[0]) + 1
+    keep = min(keep, labels.shape[1])
+    logits = model.base(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                        logits_to_keep=keep).logits  # (B, keep, V)
+    shifted = logits[:, :-1].float().reshape(-1, logits.shape[-1])  # (B*(keep-1), V)
+    targets = labels[:, labels.shape[1] - keep + 1:].reshape(-1)  # (B*(keep-1),)
     loss = torch.nn.functional.cross_entropy(shifted, targets, ignore_index=IGNORE)
     return loss, int((targets != IGNORE).sum())

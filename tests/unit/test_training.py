@@ -7,7 +7,7 @@ import torch
 
 from gmsa import GMSA, ConfigError
 from gmsa.cli.train import main as train_main
-from gmsa.training import loop
+from gmsa.training import loop, objective
 from gmsa.training.recipe import load_recipe
 
 TEXTS = [
@@ -111,6 +111,24 @@ def test_gradient_checkpointing_keeps_the_loss_curve(tmp_path, tiny_base, corpus
         curves[flag] = losses(out)
     assert curves[True] == pytest.approx(curves[False], rel=1e-4)
     assert curves[True][-1] != curves[True][0]  # it trained
+
+
+@pytest.mark.parametrize("rates", [None, [2, 4, 2, 4]])
+def test_loss_scores_only_the_target_positions(tmp_path, tiny_base, corpus, rates):
+    # batch_loss asks the model for the logits of the last positions only; the loss must be the full one's.
+    _, qa = corpus
+    run = loop.setup(load_recipe(recipe(tmp_path, tiny_base, qa, tmp_path / "trim", stage="keft"),
+                                 ["model.keft_mode=lora"]))
+    samples = run.train[:4]
+    trimmed, tokens = objective.batch_loss(run.model, samples, rates, train_encoder=False)
+    contexts = ([[torch.tensor(ids) for ids in s.contexts] for s in samples] if rates is None
+                else objective.compress_contexts(run.model, samples, rates))
+    embeds, mask, positions, labels = objective.decoder_batch(run.model, samples, contexts)
+    logits = run.model.base(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits
+    full = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                             ignore_index=objective.IGNORE)
+    assert tokens == int((labels != objective.IGNORE).sum()) > len(samples)
+    torch.testing.assert_close(trimmed, full, rtol=1e-5, atol=1e-5)
 
 
 def test_killed_run_resumes_on_the_same_curve(tmp_path, tiny_base, corpus, monkeypatch):
