@@ -25,7 +25,7 @@ once qa-gmsa-5docs qa --checkpoint runs/default-keft/final --label "GMSA (AE + K
 once qa-base-20docs qa --checkpoint runs/default-ae/final --label "base model" --data $NQ --limit "$QUESTIONS" \
     --documents 20 --systems uncompressed closed-book
 # The fair baseline: the uncompressed prompt fine-tuned with the same KEFT recipe.
-if [[ ! -d runs/baseline-keft/final ]]; then echo "skip qa-baseline-5docs: runs/baseline-keft/final not trained yet"
+if [[ ! -d runs/baseline-keft/final ]]; then echo "skip qa-baseline-5docs, qa-baseline-20docs: runs/baseline-keft/final not trained yet"
 else once qa-baseline-5docs qa --checkpoint runs/baseline-keft/final --label "uncompressed + KEFT" --data $NQ \
     --limit "$QUESTIONS" --documents 5 --systems uncompressed closed-book
     # It was trained on 5 documents; 20 show how it does on GMSA's 20-document setting.
