@@ -2,6 +2,8 @@
 
     python recipes/ship_default.py                      # after recipes/train-default.sh
     python recipes/ship_default.py --note "AE timed by hand: 2 h 05 min"
+    python recipes/ship_default.py --keep-stage ae       # stage 1's run folder is gone: keep its record
+
 
 `GMSA.from_pretrained()` then loads gmsa/checkpoints/default. The record (training.json) holds each
 stage's recipe, steps, wall time (the sum of the logged step windows), last losses and evaluations,
@@ -21,6 +23,9 @@ import torch
 
 from gmsa import GMSA
 from gmsa.model import BUNDLED_DEFAULT
+
+
+STAGES = ("ae", "ae_decoder", "keft")  # recipes/train-default.sh, in order
 
 
 def stage_record(run_dir: Path) -> dict:
@@ -49,15 +54,32 @@ def machine() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ae", type=Path, default=Path("runs/default-ae"))
+    parser.add_argument("--ae-decoder", type=Path, default=Path("runs/default-ae-decoder"))
     parser.add_argument("--keft", type=Path, default=Path("runs/default-keft"))
+    parser.add_argument("--keep-stage", action="append", default=[], choices=STAGES,
+                        help="copy this stage's record from the shipped training.json instead of a run folder")
     parser.add_argument("--out", type=Path, default=BUNDLED_DEFAULT)
     parser.add_argument("--note", default="", help="free text kept in the record (e.g. how a stage was timed)")
     args = parser.parse_args()
+    shipped = args.out / "training.json"
+    previous = json.loads(shipped.read_text())["stages"] if shipped.is_file() else {}
+    folders = {"ae": args.ae, "ae_decoder": args.ae_decoder, "keft": args.keft}
+    stages = {}
+    for name in STAGES:  # read before anything is overwritten
+        if name in args.keep_stage:
+            if name not in previous:
+                raise SystemExit(f"--keep-stage {name}: {shipped} has no record of it")
+            stages[name] = previous[name]
+        elif (folders[name] / "log.jsonl").is_file():
+            stages[name] = stage_record(folders[name])
+        else:
+            raise SystemExit(f"{folders[name]}/log.jsonl not found: train that stage, point --{name.replace('_', '-')}"
+                             f" at its run, or pass --keep-stage {name}")
     model = GMSA.from_pretrained(args.keft / "final", device="cpu")
     model.save_pretrained(args.out, dtype=torch.bfloat16)  # half the bytes; CPU loads upcast to fp32
     record = {
         "shipped": datetime.date.today().isoformat(),
-        "stages": {"ae": stage_record(args.ae), "keft": stage_record(args.keft)},
+        "stages": stages,
         "machine": machine(),
         "note": args.note,
     }

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from gmsa.adapters import DECODER_ADAPTER, add_decoder_adapter, has_adapter
+from gmsa.errors import ConfigError
 from gmsa.evaluation.metrics import accuracy, bleu4, exact_match, prefix_exact_match, token_f1
 from gmsa.model import GMSA
 from gmsa.training.objective import batch_loss, compress_contexts, sample_rates
@@ -59,18 +60,30 @@ def _build_model(config: TrainConfig, device: torch.device) -> GMSA:
         return GMSA.from_base(config.model.base_model, config.model, device=device, dtype=torch.float32)
     model = GMSA.from_pretrained(config.init_from, base_model=config.model.base_model, device=device,
                                  dtype=torch.float32)
-    if config.stage == "keft" and not has_adapter(model.base, DECODER_ADAPTER):
-        keft = {k: getattr(config.model, k) for k in ("keft_mode", "keft_lora_rank", "keft_lora_alpha", "keft_targets")}
+    decoder_trains = config.stage == "keft" or config.ae_decoder
+    keft = {k: getattr(config.model, k) for k in ("keft_mode", "keft_lora_rank", "keft_lora_alpha", "keft_targets")}
+    if decoder_trains and not has_adapter(model.base, DECODER_ADAPTER):
         model.config = dataclasses.replace(model.config, **keft)
         add_decoder_adapter(model.base, model.config)
+    elif decoder_trains:  # the adapter comes from init_from (an `ae_decoder` AE, or KEFT continued): it must match
+        for key, wanted in keft.items():
+            have = getattr(model.config, key)
+            if key in ("keft_lora_rank", "keft_lora_alpha") and keft["keft_mode"] == "full":
+                continue  # "full" takes rank = alpha = hidden size, whatever these say
+            if key == "keft_targets":
+                have, wanted = list(have), list(wanted)
+            if have != wanted:
+                raise ConfigError(f"model.{key}={wanted!r} does not match the decoder adapter in "
+                                  f"{config.init_from} ({key}={have!r}): set it to match")
     model.config = dataclasses.replace(model.config, prompt=config.model.prompt, rates=config.model.rates)
     return model
 
 
-def _trainable(model: GMSA, stage: str) -> dict[str, torch.nn.Parameter]:
+def _trainable(model: GMSA, config: TrainConfig) -> dict[str, torch.nn.Parameter]:
     params = model.trained_parameters()
-    if stage == "ae":
-        chosen = {n: p for n, p in params.items() if n.startswith(("encoder.", "lsa."))}
+    if config.stage == "ae":
+        parts = ("encoder.", "lsa.", "decoder.") if config.ae_decoder else ("encoder.", "lsa.")
+        chosen = {n: p for n, p in params.items() if n.startswith(parts)}
     else:
         chosen = {n: p for n, p in params.items() if n.startswith("decoder.")}
     model.requires_grad_(False)
@@ -102,7 +115,7 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
     if config.gradient_checkpointing:
         # non-reentrant: the frozen embeddings need no requires_grad trick for gradients to reach the LoRA
         model.base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    trainable = _trainable(model, config.stage)
+    trainable = _trainable(model, config)
     if config.stage == "ae":
         samples = ae_samples(config.train_data, model.tokenizer, model.config, config.max_text_tokens)
     else:

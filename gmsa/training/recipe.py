@@ -36,6 +36,9 @@ class TrainConfig:
                       the model's are allowed: [[1, 100], [2, 300]] starts from the fitted readout's
                       rate-1 map and widens each soft token's span step by step.
     calibration_samples: AE from scratch fits the LSA's affine maps on this many training texts first.
+    ae_decoder:       AE also trains the decoder adapter (`model.keft_mode`: its W_Q/W_K/W_V LoRA), which
+                      KEFT then continues. Not the paper's AE, which freezes the decoder; on SmolLM2-135M the
+                      frozen decoder is what caps reconstruction (BENCHMARKS.md, "A decoder that learns to read").
     max_documents:    KEFT examples keep at most this many documents (gold documents first kept).
     max_answer_tokens: KEFT targets are cut to this many tokens.
     precision:        "fp32" or "bf16-mixed" (autocast on CUDA or CPU, fp32 master weights).
@@ -60,6 +63,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     max_text_tokens: int = 256
     calibration_samples: int = 256
+    ae_decoder: bool = False
     rate_curriculum: list[list[int]] = field(default_factory=list)
     max_documents: int = 5
     max_answer_tokens: int = 32
@@ -103,6 +107,12 @@ class TrainConfig:
         self._check_curriculum()
         if self.stage == "keft" and self.model.keft_mode == "none":
             raise ConfigError("stage 'keft' needs model.keft_mode='lora' or 'full' (what the decoder trains)")
+        if not isinstance(self.ae_decoder, bool):
+            raise ConfigError(f"ae_decoder={self.ae_decoder!r} is invalid: true or false")
+        if self.ae_decoder and self.stage != "ae":
+            raise ConfigError("ae_decoder=true is invalid for stage 'keft': KEFT always trains the decoder")
+        if self.ae_decoder and self.model.keft_mode == "none":
+            raise ConfigError("ae_decoder=true needs model.keft_mode='lora' or 'full' (the decoder adapter to train)")
 
     def _check_curriculum(self) -> None:
         if self.rate_curriculum and self.stage != "ae":

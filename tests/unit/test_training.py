@@ -88,6 +88,40 @@ def test_full_rank_keft_updates_only_the_decoder(tmp_path, tiny_base, corpus):
     torch.testing.assert_close(tuned.compress(TEXTS, 2)[0], before.compress(TEXTS, 2)[0], rtol=0, atol=0)
 
 
+def test_ae_decoder_trains_the_decoder_adapter_that_keft_continues(tmp_path, tiny_base, corpus):
+    ae, qa = corpus
+    out = tmp_path / "ae"
+    path = recipe(tmp_path, tiny_base, ae, out, ae_decoder=True)
+    assert train_main(["ae", "--config", str(path), "steps=3", "model.keft_mode=lora", "model.keft_lora_rank=2"]) == 0
+    model = GMSA.from_pretrained(out / "final")
+    decoder = {n: p for n, p in model.trained_parameters().items() if n.startswith("decoder.")}
+    assert decoder and any(p.abs().sum() > 0 for n, p in decoder.items() if "lora_B" in n)  # B starts at zero
+
+    keft_out = tmp_path / "keft"
+    keft = recipe(tmp_path, tiny_base, qa, keft_out, stage="keft")
+    # the recipe's decoder adapter must be the one the AE trained, or the run says which key differs
+    with pytest.raises(ConfigError, match="keft_lora_rank=4 does not match"):
+        loop.setup(load_recipe(keft, ["steps=2", "model.keft_mode=lora", "model.keft_lora_rank=4"],
+                               stage="keft", init_from=str(out / "final")))
+    assert train_main(["keft", "--config", str(keft), "--from", str(out / "final"), "steps=2",
+                       "model.keft_mode=lora", "model.keft_lora_rank=2"]) == 0
+    tuned = GMSA.from_pretrained(keft_out / "final")
+    for name, param in model.trained_parameters().items():
+        same = torch.equal(tuned.trained_parameters()[name], param)
+        assert same != name.startswith("decoder."), name  # KEFT moved the decoder only
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"ae_decoder": True}, "needs model.keft_mode"),
+    ({"ae_decoder": True, "stage": "keft", "model": {"keft_mode": "lora"}}, "invalid for stage 'keft'"),
+    ({"ae_decoder": "yes"}, "ae_decoder='yes' is invalid"),
+])
+def test_recipe_rejects_a_bad_ae_decoder(tmp_path, extra, message):
+    from gmsa.training.recipe import TrainConfig
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**extra)
+
+
 def test_uncompressed_baseline_mode(tmp_path, tiny_base, corpus):
     _, qa = corpus
     out = tmp_path / "base"
