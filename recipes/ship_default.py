@@ -4,7 +4,6 @@
     python recipes/ship_default.py --note "AE timed by hand: 2 h 05 min"
     python recipes/ship_default.py --keep-stage ae       # stage 1's run folder is gone: keep its record
 
-
 `GMSA.from_pretrained()` then loads gmsa/checkpoints/default. The record (training.json) holds each
 stage's recipe, steps, wall time (the sum of the logged step windows), last losses and evaluations,
 and the machine.
