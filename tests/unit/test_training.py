@@ -8,7 +8,7 @@ import torch
 from gmsa import GMSA, ConfigError
 from gmsa.cli.train import main as train_main
 from gmsa.training import loop, objective
-from gmsa.training.recipe import load_recipe
+from gmsa.training.recipe import TrainConfig, load_recipe
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -116,8 +116,7 @@ def test_ae_decoder_trains_the_decoder_adapter_that_keft_continues(tmp_path, tin
     ({"ae_decoder": True, "stage": "keft", "model": {"keft_mode": "lora"}}, "invalid for stage 'keft'"),
     ({"ae_decoder": "yes"}, "ae_decoder='yes' is invalid"),
 ])
-def test_recipe_rejects_a_bad_ae_decoder(tmp_path, extra, message):
-    from gmsa.training.recipe import TrainConfig
+def test_recipe_rejects_a_bad_ae_decoder(extra, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**extra)
 
