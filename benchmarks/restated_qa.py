@@ -4,7 +4,8 @@ Each question's documents are compressed at one rate and restated as text by an 
 (`reconstruct(compress(document))`); a reader checkpoint (the fine-tuned uncompressed baseline) then
 answers from the original documents and from the restatements, side by side on the same questions.
 It also counts how often a reference answer appears verbatim in the documents at all, before and
-after restating. If the reader does well on restatements, the information is in the soft tokens and
+after restating. Answers use the reader's generation settings (gmsa-eval caps them at 32 new
+tokens). If the reader does well on restatements, the information is in the soft tokens and
 what is missing is the decoder's skill in reading them; if not, compression lost it.
 
     python benchmarks/restated_qa.py --restater runs/default-ae-decoder/final \\
