@@ -24,8 +24,10 @@ class Sample:
 def ae_samples(
     paths: list[str], tokenizer: PreTrainedTokenizerBase, config: GMSAConfig, max_tokens: int
 ) -> list[Sample]:
-    """Autoencoder samples: restate the (start of the) text from its soft tokens."""
-    texts = [text for path in paths for text in read_texts(Path(path))]
+    """Autoencoder samples: restate the (start of the) text from its soft tokens, each distinct text once."""
+    # QA files repeat a passage across questions (nq_train: 33k contexts, 2k distinct); copies would
+    # weight passages unevenly and put copies of training texts in the held-out slice
+    texts = list(dict.fromkeys(text for path in paths for text in read_texts(Path(path))))
     samples = []
     for ids in tokenizer(texts, add_special_tokens=False).input_ids:
         ids = ids[:max_tokens]

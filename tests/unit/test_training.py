@@ -4,11 +4,14 @@ import json
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from gmsa import GMSA, ConfigError
 from gmsa.cli.train import main as train_main
+from gmsa.config import GMSAConfig
 from gmsa.training import loop, objective
 from gmsa.training.recipe import TrainConfig, load_recipe
+from gmsa.training.samples import ae_samples
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -21,7 +24,7 @@ TEXTS = [
 @pytest.fixture
 def corpus(tmp_path):
     ae = tmp_path / "ae.jsonl"
-    ae.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS * 3))
+    ae.write_text("".join(json.dumps({"text": f"{t} ({copy})"}) + "\n" for copy in range(3) for t in TEXTS))
     qa = tmp_path / "qa.jsonl"
     records = [{"question": f"What is in text {i}?", "answers": [t.split()[1]],
                 "documents": [{"title": "T", "text": t}, {"title": "U", "text": TEXTS[(i + 1) % 4]}], "gold": [0]}
@@ -45,6 +48,15 @@ def recipe(tmp_path, tiny_base, data, out, **extra):
 
 def losses(out):
     return [r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_ae_samples_hold_each_distinct_text_once(tiny_base, corpus):
+    # the QA fixture repeats each text as a context of two questions: 16 contexts, 8 distinct
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    ae, qa = corpus
+    samples = ae_samples([str(qa), str(ae), str(qa)], tokenizer, GMSAConfig(base_model=str(tiny_base)), max_tokens=256)
+    restated = [tokenizer.decode(s.target[:-1]) for s in samples]
+    assert len(restated) == len(set(restated)) == 8 + 12
 
 
 def test_ae_then_keft_write_checkpoints(tmp_path, tiny_base, corpus):
