@@ -23,7 +23,6 @@ import torch
 from gmsa import GMSA
 from gmsa.model import BUNDLED_DEFAULT
 
-
 STAGES = ("ae", "ae_decoder", "keft")  # recipes/train-default.sh, in order
 
 

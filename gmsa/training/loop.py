@@ -29,7 +29,7 @@ from gmsa.evaluation.metrics import accuracy, bleu4, exact_match, prefix_exact_m
 from gmsa.model import GMSA
 from gmsa.training.objective import batch_loss, compress_contexts, sample_rates
 from gmsa.training.recipe import TrainConfig
-from gmsa.training.samples import Sample, ae_samples, qa_samples
+from gmsa.training.samples import Sample, ae_samples, qa_samples, restate_samples
 from gmsa.training.state import commit_checkpoint, latest_checkpoint, load_training_state, save_training_state
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class Run:
     scheduler: object
     train: list[Sample]
     eval: list[Sample]
+    restate: list[Sample] = field(default_factory=list)  # KEFT's restating mix (`restate_fraction`)
     step: int = 0
     history: list[dict] = field(default_factory=list)
 
@@ -85,7 +86,8 @@ def _trainable(model: GMSA, config: TrainConfig) -> dict[str, torch.nn.Parameter
         parts = ("encoder.", "lsa.", "decoder.") if config.ae_decoder else ("encoder.", "lsa.")
         chosen = {n: p for n, p in params.items() if n.startswith(parts)}
     else:
-        chosen = {n: p for n, p in params.items() if n.startswith("decoder.")}
+        parts = ("encoder.", "lsa.", "decoder.") if config.keft_encoder else ("decoder.",)
+        chosen = {n: p for n, p in params.items() if n.startswith(parts)}
     model.requires_grad_(False)
     for param in chosen.values():
         param.requires_grad_(True)
@@ -133,7 +135,11 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * config.steps), config.steps)
-    run = Run(config, accelerator, model, trainable, optimizer, scheduler, train, held_out)
+    restate = []
+    if config.restate_fraction:
+        restate = restate_samples(train, model.config.prompt.restate_instruction, model.tokenizer.eos_token_id,
+                                  config.max_text_tokens)
+    run = Run(config, accelerator, model, trainable, optimizer, scheduler, train, held_out, restate)
     if resume:
         folder = latest_checkpoint(run.out_dir)
         if folder is None:
@@ -148,19 +154,29 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
     return run
 
 
+def _draw(pool: list[Sample], seed: int, first: int, count: int) -> list[Sample]:
+    """Positions first..first+count-1 of an endless stream of reshuffled passes over `pool`."""
+    drawn = []
+    for position in range(first, first + count):
+        epoch, offset = divmod(position, len(pool))
+        order = list(range(len(pool)))
+        random.Random(seed * 7919 + epoch).shuffle(order)
+        drawn.append(pool[order[offset]])
+    return drawn
+
+
 def _batch(run: Run, step: int) -> list[Sample]:
-    """This process's samples for `step`: a deterministic function of (seed, step), so resuming needs no state."""
-    config, world = run.config, run.accelerator.num_processes
-    per_step = config.batch_size * world
-    positions = range(step * per_step + run.accelerator.process_index * config.batch_size,
-                      step * per_step + (run.accelerator.process_index + 1) * config.batch_size)
-    size = len(run.train)
-    batch = []
-    for position in positions:
-        epoch, offset = divmod(position, size)
-        order = list(range(size))
-        random.Random(config.seed * 7919 + epoch).shuffle(order)
-        batch.append(run.train[order[offset]])
+    """This process's samples for `step`: a deterministic function of (seed, step), so resuming needs no state.
+
+    With a restating mix, each batch holds round(fraction * batch_size) restating samples, drawn from
+    their own stream, then the QA samples.
+    """
+    config, world, rank = run.config, run.accelerator.num_processes, run.accelerator.process_index
+    n_restate = round(config.restate_fraction * config.batch_size) if run.restate else 0
+    n_train = config.batch_size - n_restate
+    batch = _draw(run.train, config.seed, (step * world + rank) * n_train, n_train)
+    if n_restate:
+        batch = _draw(run.restate, config.seed + 1, (step * world + rank) * n_restate, n_restate) + batch
     return batch
 
 
@@ -276,7 +292,7 @@ def fit(run: Run) -> Path:
             model.config.rates, len(samples), config.seed + run.accelerator.process_index, run.step,
             config.rate_curriculum)
         with _autocast(run):
-            loss, tokens = batch_loss(model, samples, rates, train_encoder=config.stage == "ae")
+            loss, tokens = batch_loss(model, samples, rates, train_encoder=config.stage == "ae" or config.keft_encoder)
         loss.backward()
         _average_gradients(run)
         torch.nn.utils.clip_grad_norm_(list(run.trainable.values()), config.grad_clip)

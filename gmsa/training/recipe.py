@@ -39,6 +39,13 @@ class TrainConfig:
     ae_decoder:       AE also trains the decoder adapter (`model.keft_mode`: its W_Q/W_K/W_V LoRA), which
                       KEFT then continues. Not the paper's AE, which freezes the decoder; on SmolLM2-135M the
                       frozen decoder is what caps reconstruction (BENCHMARKS.md, "A decoder that learns to read").
+    keft_encoder:     KEFT also trains the encoder LoRA and the LSA (end to end: the answer loss reaches the
+                      soft tokens). Not the paper's KEFT, which freezes them. Documents are still compressed
+                      each on its own and without the question, so compressed documents stay cacheable.
+    restate_fraction: KEFT batches keep this fraction of AE samples (restate one of the training documents,
+                      cut to max_text_tokens), so that learning to answer does not unlearn reading soft tokens
+                      exactly. 0 (the paper's KEFT): answers only. On SmolLM2-135M 0.25 kept restatements
+                      and cost answers (BENCHMARKS.md, "End-to-end KEFT, and a restating mix").
     max_documents:    KEFT examples keep at most this many documents (gold documents first kept).
     max_answer_tokens: KEFT targets are cut to this many tokens.
     precision:        "fp32" or "bf16-mixed" (autocast on CUDA or CPU, fp32 master weights).
@@ -64,6 +71,8 @@ class TrainConfig:
     max_text_tokens: int = 256
     calibration_samples: int = 256
     ae_decoder: bool = False
+    keft_encoder: bool = False
+    restate_fraction: float = 0.0
     rate_curriculum: list[list[int]] = field(default_factory=list)
     max_documents: int = 5
     max_answer_tokens: int = 32
@@ -111,6 +120,19 @@ class TrainConfig:
             raise ConfigError(f"ae_decoder={self.ae_decoder!r} is invalid: true or false")
         if self.ae_decoder and self.stage != "ae":
             raise ConfigError("ae_decoder=true is invalid for stage 'keft': KEFT always trains the decoder")
+        if not isinstance(self.keft_encoder, bool):
+            raise ConfigError(f"keft_encoder={self.keft_encoder!r} is invalid: true or false")
+        if self.keft_encoder and (self.stage != "keft" or self.compression != "gmsa"):
+            raise ConfigError("keft_encoder=true is only valid for stage 'keft' with compression 'gmsa' "
+                              "(the AE always trains the encoder; the uncompressed baseline has none)")
+        fraction = self.restate_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            raise ConfigError(f"restate_fraction={fraction!r} is invalid: a number in [0, 1)")
+        if fraction and (self.stage != "keft" or self.compression != "gmsa"):
+            raise ConfigError(f"restate_fraction={fraction!r} is only valid for stage 'keft' with compression 'gmsa'")
+        if fraction and round(fraction * self.batch_size) in (0, self.batch_size):
+            raise ConfigError(f"restate_fraction={fraction!r} is invalid with batch_size={self.batch_size}: "
+                              "it must leave at least one restating and one QA sample in each batch")
         if self.ae_decoder and self.model.keft_mode == "none":
             raise ConfigError("ae_decoder=true needs model.keft_mode='lora' or 'full' (the decoder adapter to train)")
 

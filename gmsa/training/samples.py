@@ -36,6 +36,12 @@ def ae_samples(
     return samples
 
 
+def restate_samples(samples: list[Sample], instruction: str, eos_id: int, max_tokens: int) -> list[Sample]:
+    """AE samples from the documents of QA samples: each distinct document once, cut to `max_tokens`."""
+    documents = dict.fromkeys(tuple(ids[:max_tokens]) for sample in samples for ids in sample.contexts if ids)
+    return [Sample([list(ids)], instruction, [*ids, eos_id], []) for ids in documents]
+
+
 def qa_samples(
     paths: list[str], tokenizer: PreTrainedTokenizerBase, config: GMSAConfig, max_documents: int, max_answer_tokens: int
 ) -> list[Sample]:

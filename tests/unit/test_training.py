@@ -1,6 +1,7 @@
 """gmsa-train on a tiny random model: both stages, the files they write, kill-and-resume, recipe errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,19 +85,24 @@ def test_ae_then_keft_write_checkpoints(tmp_path, tiny_base, corpus):
     assert any("eval_em" in r for r in records)
 
 
-def test_full_rank_keft_updates_only_the_decoder(tmp_path, tiny_base, corpus):
+def ae_then_keft(tmp_path, tiny_base, corpus, name, *overrides):
+    """A 2-step AE, then a 2-step KEFT from it with `overrides`: both final checkpoint folders."""
     ae, qa = corpus
     out = tmp_path / "ae"
     assert train_main(["ae", "--config", str(recipe(tmp_path, tiny_base, ae, out)), "steps=2"]) == 0
-    keft_out = tmp_path / "full"
+    keft_out = tmp_path / name
     path = recipe(tmp_path, tiny_base, qa, keft_out, stage="keft")
-    assert train_main(["keft", "--config", str(path), "--from", str(out / "final"), "steps=2",
-                       "model.keft_mode=full"]) == 0
-    tuned = GMSA.from_pretrained(keft_out / "final")
+    assert train_main(["keft", "--config", str(path), "--from", str(out / "final"), "steps=2", *overrides]) == 0
+    return out / "final", keft_out / "final"
+
+
+def test_full_rank_keft_updates_only_the_decoder(tmp_path, tiny_base, corpus):
+    ae_final, keft_final = ae_then_keft(tmp_path, tiny_base, corpus, "full", "model.keft_mode=full")
+    tuned = GMSA.from_pretrained(keft_final)
     assert tuned.config.keft_mode == "full"
     a = next(p for n, p in tuned.trained_parameters().items() if n.startswith("decoder.") and "lora_A" in n)
     assert a.shape[0] == 64  # rank = hidden size: a full-rank update
-    before = GMSA.from_pretrained(out / "final")
+    before = GMSA.from_pretrained(ae_final)
     torch.testing.assert_close(tuned.compress(TEXTS, 2)[0], before.compress(TEXTS, 2)[0], rtol=0, atol=0)
 
 
@@ -123,12 +129,53 @@ def test_ae_decoder_trains_the_decoder_adapter_that_keft_continues(tmp_path, tin
         assert same != name.startswith("decoder."), name  # KEFT moved the decoder only
 
 
+def test_keft_encoder_trains_the_compressor_end_to_end(tmp_path, tiny_base, corpus):
+    ae_final, keft_final = ae_then_keft(tmp_path, tiny_base, corpus, "keft-enc", "model.keft_mode=lora",
+                                        "model.keft_lora_rank=2", "keft_encoder=true")
+    before, tuned = GMSA.from_pretrained(ae_final), GMSA.from_pretrained(keft_final)
+    for name, param in before.trained_parameters().items():
+        assert not torch.equal(tuned.trained_parameters()[name], param), name  # encoder LoRA and LSA
+    assert not torch.equal(tuned.compress(TEXTS, 2)[0], before.compress(TEXTS, 2)[0])  # soft tokens moved
+    assert tuned.compressor_fingerprint() != before.compressor_fingerprint()  # so caches of the old ones miss
+
+
+def test_restate_fraction_mixes_restating_into_keft_batches(tmp_path, tiny_base, corpus):
+    ae, qa = corpus
+    out = tmp_path / "ae"
+    assert train_main(["ae", "--config", str(recipe(tmp_path, tiny_base, ae, out)), "steps=2"]) == 0
+    path = recipe(tmp_path, tiny_base, qa, tmp_path / "mix", stage="keft")
+    run = loop.setup(load_recipe(path, ["batch_size=4", "restate_fraction=0.5", "model.keft_mode=lora"],
+                                 init_from=str(out / "final")))
+    tokenizer = run.model.tokenizer
+    # the pool is the training documents, each once, cut to max_text_tokens (24), restated in full
+    documents = {tuple(ids[:24]) for sample in run.train for ids in sample.contexts}
+    pool = [tuple(s.contexts[0]) for s in run.restate]
+    assert len(pool) == len(set(pool)) == len(documents) < sum(len(s.contexts) for s in run.train)
+    assert set(pool) == documents
+    assert all(s.target == [*s.contexts[0], tokenizer.eos_token_id] for s in run.restate)
+    restate = run.model.config.prompt.restate_instruction
+    for step in range(4):
+        batch = loop._batch(run, step)
+        assert [s.instruction == restate for s in batch] == [True, True, False, False]
+        assert all(s.target[-1] == tokenizer.eos_token_id for s in batch)
+    assert loop._batch(run, 3) == loop._batch(run, 3)  # resuming draws the same batch
+    final = loop.fit(run)
+    assert GMSA.from_pretrained(final).config.keft_mode == "lora"
+
+
 @pytest.mark.parametrize("extra, message", [
     ({"ae_decoder": True}, "needs model.keft_mode"),
     ({"ae_decoder": True, "stage": "keft", "model": {"keft_mode": "lora"}}, "invalid for stage 'keft'"),
     ({"ae_decoder": "yes"}, "ae_decoder='yes' is invalid"),
+    ({"keft_encoder": True}, "only valid for stage 'keft'"),
+    ({"keft_encoder": True, "stage": "keft", "compression": "none", "model": {"keft_mode": "lora"}},
+     "only valid for stage 'keft' with compression 'gmsa'"),
+    ({"keft_encoder": 1, "stage": "keft", "model": {"keft_mode": "lora"}}, "keft_encoder=1 is invalid"),
+    ({"restate_fraction": 0.25}, "only valid for stage 'keft'"),
+    ({"restate_fraction": 1.0, "stage": "keft", "model": {"keft_mode": "lora"}}, "a number in \\[0, 1\\)"),
+    ({"restate_fraction": 0.01, "stage": "keft", "model": {"keft_mode": "lora"}}, "at least one restating"),
 ])
-def test_recipe_rejects_a_bad_ae_decoder(extra, message):
+def test_recipe_rejects_a_bad_stage_option(extra, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**extra)
 
@@ -261,3 +308,15 @@ def test_two_processes_train_together(tmp_path, tiny_base, corpus):
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len([r for r in records if "loss" in r]) == 3  # one log per step, from the main process only
     GMSA.from_pretrained(out / "final")
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("default-ae.yaml", []),
+    ("default-ae-decoder.yaml", []),
+    ("default-keft.yaml", []),
+    ("default-keft.yaml", ["compression=none", "keft_encoder=false"]),  # the baseline, as train-default.sh runs it
+])
+def test_the_repository_recipes_are_valid(name, overrides):
+    recipes = Path(__file__).resolve().parents[2] / "recipes"
+    config = load_recipe(recipes / name, overrides)
+    assert config.stage == name.split("-")[1].removesuffix(".yaml")
