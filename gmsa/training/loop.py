@@ -139,6 +139,9 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
     if config.restate_fraction:
         restate = restate_samples(train, model.config.prompt.restate_instruction, model.tokenizer.eos_token_id,
                                   config.max_text_tokens)
+        if not restate:
+            raise ConfigError(f"restate_fraction={config.restate_fraction!r} needs documents to restate: the "
+                              f"training examples of {config.train_data} have none (closed-book data)")
     run = Run(config, accelerator, model, trainable, optimizer, scheduler, train, held_out, restate)
     if resume:
         folder = latest_checkpoint(run.out_dir)

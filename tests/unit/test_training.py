@@ -320,3 +320,12 @@ def test_the_repository_recipes_are_valid(name, overrides):
     recipes = Path(__file__).resolve().parents[2] / "recipes"
     config = load_recipe(recipes / name, overrides)
     assert config.stage == name.split("-")[1].removesuffix(".yaml")
+
+
+def test_restate_fraction_without_documents_is_an_error(tmp_path, tiny_base):
+    closed_book = tmp_path / "closed.jsonl"
+    closed_book.write_text("".join(json.dumps({"question": f"q{i}?", "answers": ["a"], "documents": []}) + "\n"
+                                   for i in range(6)))
+    path = recipe(tmp_path, tiny_base, closed_book, tmp_path / "cb", stage="keft")
+    with pytest.raises(ConfigError, match="needs documents to restate"):
+        loop.setup(load_recipe(path, ["batch_size=4", "restate_fraction=0.5", "model.keft_mode=lora"]))
