@@ -130,7 +130,8 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         # Data-dependent start for the LSA's affine maps; a resumed run then loads its trained values.
         model.calibrate_alignment([s.contexts[0] for s in train[: config.calibration_samples]])
     groups = [
-        {"params": [p for n, p in trainable.items() if not n.startswith("lsa.")], "lr": config.lr},
+        {"params": [p for n, p in trainable.items() if n.startswith("decoder.")], "lr": config.lr},
+        {"params": [p for n, p in trainable.items() if n.startswith("encoder.")], "lr": config.encoder_lr or config.lr},
         {"params": [p for n, p in trainable.items() if n.startswith("lsa.")], "lr": config.lsa_lr or config.lr},
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config.weight_decay)

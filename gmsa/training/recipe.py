@@ -30,6 +30,8 @@ class TrainConfig:
     out_dir:          where checkpoints go (`step-*/`, `latest`, `final/`).
     compression:      "gmsa" (soft tokens) or "none" (documents as text: the uncompressed baseline).
     steps, batch_size, lr, lsa_lr, weight_decay, warmup_ratio, grad_clip: the optimisation.
+    encoder_lr:       learning rate of the encoder LoRA where it trains (AE, or KEFT with keft_encoder);
+                      default: lr. The LSA has its own (lsa_lr), the decoder adapter takes lr.
     max_text_tokens:  AE texts are cut to this many tokens (the start of each text).
     rate_curriculum:  AE warm start, [[rate, until_step], ...] lowest rate first: every sample of the steps
                       before `until_step` uses that rate, and later steps sample `model.rates`. Rates below
@@ -65,6 +67,7 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 1e-4
     lsa_lr: float | None = None
+    encoder_lr: float | None = None
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     grad_clip: float = 1.0
@@ -103,7 +106,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}={value!r} is invalid: an integer >= 1")
-        for name in ("lr", "lsa_lr"):
+        for name in ("lr", "lsa_lr", "encoder_lr"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0):
                 raise ConfigError(f"{name}={value!r} is invalid: a learning rate > 0")

@@ -163,10 +163,24 @@ def test_restate_fraction_mixes_restating_into_keft_batches(tmp_path, tiny_base,
     assert GMSA.from_pretrained(final).config.keft_mode == "lora"
 
 
+def test_each_trained_part_gets_its_own_learning_rate(tmp_path, tiny_base, corpus):
+    ae, qa = corpus
+    out = tmp_path / "ae"
+    assert train_main(["ae", "--config", str(recipe(tmp_path, tiny_base, ae, out)), "steps=2"]) == 0
+    path = recipe(tmp_path, tiny_base, qa, tmp_path / "lrs", stage="keft")
+    run = loop.setup(load_recipe(path, ["lr=1e-3", "encoder_lr=5e-3", "lsa_lr=2e-4", "keft_encoder=true",
+                                        "model.keft_mode=lora"], init_from=str(out / "final")))
+    owner = {id(p): n.split(".")[0] for n, p in run.trainable.items()}
+    parts = {owner[id(p)]: group["initial_lr"] for group in run.optimizer.param_groups for p in group["params"]}
+    assert parts == {"decoder": 1e-3, "encoder": 5e-3, "lsa": 2e-4}
+    assert sum(len(g["params"]) for g in run.optimizer.param_groups) == len(run.trainable)
+
+
 @pytest.mark.parametrize("extra, message", [
     ({"ae_decoder": True}, "needs model.keft_mode"),
     ({"ae_decoder": True, "stage": "keft", "model": {"keft_mode": "lora"}}, "invalid for stage 'keft'"),
     ({"ae_decoder": "yes"}, "ae_decoder='yes' is invalid"),
+    ({"encoder_lr": 0}, "encoder_lr=0 is invalid"),
     ({"keft_encoder": True}, "only valid for stage 'keft'"),
     ({"keft_encoder": True, "stage": "keft", "compression": "none", "model": {"keft_mode": "lora"}},
      "only valid for stage 'keft' with compression 'gmsa'"),
