@@ -11,5 +11,5 @@ $GMSA_TRAIN ae --config recipes/default-ae-decoder.yaml --from runs/default-ae/f
 $GMSA_TRAIN keft --config recipes/default-keft.yaml --from runs/default-ae-decoder/final --resume
 # The baseline reads 5 documents as text (~800 tokens a prompt): without activation checkpointing it
 # reached 24 GB and was killed for memory on the 24 GB machine. Same losses, less memory.
-$GMSA_TRAIN keft --config recipes/default-keft.yaml compression=none keft_encoder=false out_dir=runs/baseline-keft \
+$GMSA_TRAIN keft --config recipes/default-keft.yaml compression=none keft_encoder=false 'rate_curriculum=[]' out_dir=runs/baseline-keft \
     gradient_checkpointing=true --resume

@@ -33,10 +33,11 @@ class TrainConfig:
     encoder_lr:       learning rate of the encoder LoRA where it trains (AE, or KEFT with keft_encoder);
                       default: lr. The LSA has its own (lsa_lr), the decoder adapter takes lr.
     max_text_tokens:  AE texts are cut to this many tokens (the start of each text).
-    rate_curriculum:  AE warm start, [[rate, until_step], ...] lowest rate first: every sample of the steps
-                      before `until_step` uses that rate, and later steps sample `model.rates`. Rates below
-                      the model's are allowed: [[1, 100], [2, 300]] starts from the fitted readout's
-                      rate-1 map and widens each soft token's span step by step.
+    rate_curriculum:  [[rate, until_step], ...] in order: every sample of the steps before `until_step` uses
+                      that rate, and later steps sample `model.rates`; the checkpoint serves `model.rates`
+                      either way. AE warm start: [[1, 100], [2, 300]] (rates below the model's are allowed)
+                      starts from the fitted readout's rate-1 map and widens each soft token's span step by
+                      step. KEFT: [[4, 300]] spends every step of a 300-step run on rate 4.
     calibration_samples: AE from scratch fits the LSA's affine maps on this many training texts first.
     ae_decoder:       AE also trains the decoder adapter (`model.keft_mode`: its W_Q/W_K/W_V LoRA), which
                       KEFT then continues. Not the paper's AE, which freezes the decoder; on SmolLM2-135M the
@@ -140,8 +141,9 @@ class TrainConfig:
             raise ConfigError("ae_decoder=true needs model.keft_mode='lora' or 'full' (the decoder adapter to train)")
 
     def _check_curriculum(self) -> None:
-        if self.rate_curriculum and self.stage != "ae":
-            raise ConfigError(f"rate_curriculum={self.rate_curriculum!r} is invalid: only the 'ae' stage has one")
+        if self.rate_curriculum and self.compression != "gmsa":
+            raise ConfigError(f"rate_curriculum={self.rate_curriculum!r} is invalid with compression "
+                              f"{self.compression!r}: there is no compression rate")
         last_until = 0
         for entry in self.rate_curriculum:
             valid = isinstance(entry, (list, tuple)) and len(entry) == 2 and all(

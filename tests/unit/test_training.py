@@ -281,6 +281,16 @@ def test_rate_curriculum_fixes_the_first_steps_rates(tmp_path, tiny_base, corpus
     assert GMSA.from_pretrained(out / "final").config.lsa_output_norm == "readout"
 
 
+def test_keft_rate_curriculum_trains_one_rate_and_keeps_serving_all(tmp_path, tiny_base, corpus):
+    _, keft_final = ae_then_keft(tmp_path, tiny_base, corpus, "keft-r2", "model.keft_mode=lora",
+                                 "model.keft_lora_rank=2", "rate_curriculum=[[2, 2]]")
+    records = [r for r in map(json.loads, (keft_final.parent / "log.jsonl").read_text().splitlines()) if "rates" in r]
+    assert records and all(set(r["rates"]) == {2} for r in records)
+    tuned = GMSA.from_pretrained(keft_final)
+    assert tuned.config.rates == (2, 4)
+    assert tuned.compress(TEXTS, 4)[0].shape[0] < tuned.compress(TEXTS, 2)[0].shape[0]
+
+
 @pytest.mark.parametrize("bad, message", [
     ([[1, 5], [2, 3]], "until_step increasing"),
     ([[0, 5]], "integers >= 1"),
@@ -291,6 +301,13 @@ def test_recipe_rejects_a_bad_rate_curriculum(tmp_path, tiny_base, corpus, bad, 
     ae, _ = corpus
     with pytest.raises(ConfigError, match=message):
         load_recipe(recipe(tmp_path, tiny_base, ae, tmp_path / "x"), [f"rate_curriculum={json.dumps(bad)}"])
+
+
+def test_rate_curriculum_needs_compression(tmp_path, tiny_base, corpus):
+    _, qa = corpus
+    path = recipe(tmp_path, tiny_base, qa, tmp_path / "x", stage="keft", compression="none")
+    with pytest.raises(ConfigError, match="invalid with compression 'none'"):
+        load_recipe(path, ["model.keft_mode=lora", "rate_curriculum=[[4, 3]]"])
 
 
 def test_recipe_rejects_unknown_keys(tmp_path, tiny_base, corpus):
@@ -328,7 +345,8 @@ def test_two_processes_train_together(tmp_path, tiny_base, corpus):
     ("default-ae.yaml", []),
     ("default-ae-decoder.yaml", []),
     ("default-keft.yaml", []),
-    ("default-keft.yaml", ["compression=none", "keft_encoder=false"]),  # the baseline, as train-default.sh runs it
+    # the baseline, as train-default.sh runs it
+    ("default-keft.yaml", ["compression=none", "keft_encoder=false", "rate_curriculum=[]"]),
 ])
 def test_the_repository_recipes_are_valid(name, overrides):
     recipes = Path(__file__).resolve().parents[2] / "recipes"
