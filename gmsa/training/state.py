@@ -71,6 +71,14 @@ def load_training_state(folder: Path, optimizer: torch.optim.Optimizer, schedule
             state.setdefault(int(index), {})[key] = value
     for index, values in meta["optimizer"]["scalars"].items():
         state.setdefault(int(index), {}).update(values)
+    saved_groups = [len(g["params"]) for g in meta["optimizer"]["param_groups"]]
+    run_groups = [len(g["params"]) for g in optimizer.param_groups]
+    if saved_groups != run_groups:
+        # e.g. a run folder written before the decoder / encoder / LSA learning rates were split apart
+        raise CheckpointError(f"{folder} cannot resume this run: its optimizer holds parameter groups of "
+                              f"{saved_groups} tensors, this recipe trains {run_groups}. Resume it with the "
+                              "recipe and gmsa version that wrote it, or start from its weights in a new "
+                              "out_dir with --from")
     optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
     scheduler.load_state_dict(meta["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])

@@ -10,9 +10,11 @@ from transformers import AutoTokenizer
 from gmsa import GMSA, ConfigError
 from gmsa.cli.train import main as train_main
 from gmsa.config import GMSAConfig
+from gmsa.errors import CheckpointError
 from gmsa.training import loop, objective
 from gmsa.training.recipe import TrainConfig, load_recipe
 from gmsa.training.samples import ae_samples
+from gmsa.training.state import STATE_JSON
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -265,6 +267,23 @@ def test_killed_run_resumes_on_the_same_curve(tmp_path, tiny_base, corpus, monke
     # the log holds steps 1-4 of the killed run, then 4-6 of the resumed one
     assert curve[:4] == expected[:4]
     assert curve[4:] == pytest.approx(expected[3:], rel=1e-5)
+
+
+def test_resuming_an_older_optimizer_layout_is_a_clear_error(tmp_path, tiny_base, corpus):
+    ae, _ = corpus
+    out = tmp_path / "ae"
+    path = recipe(tmp_path, tiny_base, ae, out, ae_decoder=True)
+    overrides = ["steps=4", "model.keft_mode=lora", "model.keft_lora_rank=2"]
+    assert train_main(["ae", "--config", str(path), "steps=2", *overrides[1:]]) == 0
+    # rewrite the checkpoint as versions before encoder_lr wrote it: encoder and decoder in one group
+    state = out / "step-000002" / STATE_JSON
+    meta = json.loads(state.read_text())
+    decoder, encoder, lsa = meta["optimizer"]["param_groups"]
+    meta["optimizer"]["param_groups"] = [{**encoder, "params": decoder["params"] + encoder["params"]}, lsa]
+    state.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="cannot resume this run"):
+        loop.setup(load_recipe(path, overrides), resume=True)
+    assert (out / "latest").read_text().strip() == "step-000002"  # the checkpoint is left as it was
 
 
 def test_rate_curriculum_fixes_the_first_steps_rates(tmp_path, tiny_base, corpus):
