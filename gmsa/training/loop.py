@@ -27,7 +27,7 @@ from gmsa.adapters import DECODER_ADAPTER, add_decoder_adapter, has_adapter
 from gmsa.errors import ConfigError
 from gmsa.evaluation.metrics import accuracy, bleu4, exact_match, prefix_exact_match, token_f1
 from gmsa.model import GMSA
-from gmsa.training.objective import batch_loss, compress_contexts, sample_rates
+from gmsa.training.objective import batch_loss, compress_contexts, mixed_task_loss, sample_rates
 from gmsa.training.recipe import TrainConfig
 from gmsa.training.samples import Sample, ae_samples, qa_samples, restate_samples
 from gmsa.training.state import commit_checkpoint, latest_checkpoint, load_training_state, save_training_state
@@ -169,6 +169,11 @@ def _draw(pool: list[Sample], seed: int, first: int, count: int) -> list[Sample]
     return drawn
 
 
+def _restating_count(run: Run) -> int:
+    """How many of each batch's samples restate a document (they come first), the rest answer."""
+    return round(run.config.restate_fraction * run.config.batch_size) if run.restate else 0
+
+
 def _batch(run: Run, step: int) -> list[Sample]:
     """This process's samples for `step`: a deterministic function of (seed, step), so resuming needs no state.
 
@@ -176,7 +181,7 @@ def _batch(run: Run, step: int) -> list[Sample]:
     their own stream, then the QA samples.
     """
     config, world, rank = run.config, run.accelerator.num_processes, run.accelerator.process_index
-    n_restate = round(config.restate_fraction * config.batch_size) if run.restate else 0
+    n_restate = _restating_count(run)
     n_train = config.batch_size - n_restate
     batch = _draw(run.train, config.seed, (step * world + rank) * n_train, n_train)
     if n_restate:
@@ -296,7 +301,8 @@ def fit(run: Run) -> Path:
             model.config.rates, len(samples), config.seed + run.accelerator.process_index, run.step,
             config.rate_curriculum)
         with _autocast(run):
-            loss, tokens = batch_loss(model, samples, rates, train_encoder=config.stage == "ae" or config.keft_encoder)
+            loss, tokens = mixed_task_loss(model, samples, rates, _restating_count(run),
+                                           train_encoder=config.stage == "ae" or config.keft_encoder)
         loss.backward()
         _average_gradients(run)
         torch.nn.utils.clip_grad_norm_(list(run.trainable.values()), config.grad_clip)

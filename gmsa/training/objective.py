@@ -100,3 +100,23 @@ def batch_loss(
     targets = labels[:, labels.shape[1] - keep + 1:].reshape(-1)  # (B*(keep-1),)
     loss = torch.nn.functional.cross_entropy(shifted, targets, ignore_index=IGNORE)
     return loss, int((targets != IGNORE).sum())
+
+
+def mixed_task_loss(
+    model: GMSA, samples: list[Sample], rates: list[int] | None, first_task: int, train_encoder: bool
+) -> tuple[torch.Tensor, int]:
+    """Loss of a batch whose first `first_task` samples are one task (restating) and the rest another
+    (answering): each task's mean over its own target tokens, weighted by its share of the samples.
+
+    One token mean over the whole batch would weigh each task by its target tokens instead: two
+    128-token restatements would outweigh six 5-token answers about eight to one.
+    """
+    if first_task in (0, len(samples)):
+        return batch_loss(model, samples, rates, train_encoder)
+    loss, tokens = 0.0, 0
+    for part in (slice(0, first_task), slice(first_task, None)):
+        part_rates = None if rates is None else rates[part]
+        part_loss, part_tokens = batch_loss(model, samples[part], part_rates, train_encoder)
+        loss = loss + part_loss * (len(samples[part]) / len(samples))
+        tokens += part_tokens
+    return loss, tokens

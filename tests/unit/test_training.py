@@ -161,6 +161,18 @@ def test_restate_fraction_mixes_restating_into_keft_batches(tmp_path, tiny_base,
         assert [s.instruction == restate for s in batch] == [True, True, False, False]
         assert all(s.target[-1] == tokenizer.eos_token_id for s in batch)
     assert loop._batch(run, 3) == loop._batch(run, 3)  # resuming draws the same batch
+    # each task counts by its share of the samples (here half), not by its share of the target tokens
+    batch, rates = loop._batch(run, 0), [2, 2, 2, 2]
+    run.model.eval()
+    with torch.no_grad():
+        mixed, tokens = objective.mixed_task_loss(run.model, batch, rates, 2, train_encoder=True)
+        restating, restating_tokens = objective.batch_loss(run.model, batch[:2], rates[:2], True)
+        answering, answering_tokens = objective.batch_loss(run.model, batch[2:], rates[2:], True)
+        by_tokens, _ = objective.batch_loss(run.model, batch, rates, True)
+    assert restating_tokens > 2 * answering_tokens and tokens == restating_tokens + answering_tokens
+    assert mixed.item() == pytest.approx((restating.item() + answering.item()) / 2, rel=1e-5)
+    assert by_tokens.item() != pytest.approx(mixed.item(), rel=1e-3)
+    run.model.train()
     final = loop.fit(run)
     assert GMSA.from_pretrained(final).config.keft_mode == "lora"
 
