@@ -27,7 +27,8 @@ from gmsa.adapters import DECODER_ADAPTER, add_decoder_adapter, has_adapter
 from gmsa.errors import ConfigError
 from gmsa.evaluation.metrics import accuracy, bleu4, exact_match, prefix_exact_match, token_f1
 from gmsa.model import GMSA
-from gmsa.training.objective import batch_loss, compress_contexts, mixed_task_loss, sample_rates
+from gmsa.training.distill import Distillation, load_teacher
+from gmsa.training.objective import batch_loss, compress_contexts, mixed_task_loss, sample_rates, text_contexts
 from gmsa.training.recipe import TrainConfig
 from gmsa.training.samples import Sample, ae_samples, qa_samples, restate_samples
 from gmsa.training.state import commit_checkpoint, latest_checkpoint, load_training_state, save_training_state
@@ -48,6 +49,7 @@ class Run:
     train: list[Sample]
     eval: list[Sample]
     restate: list[Sample] = field(default_factory=list)  # KEFT's restating mix (`restate_fraction`)
+    distillation: Distillation | None = None  # KEFT's teacher (`teacher`)
     step: int = 0
     history: list[dict] = field(default_factory=list)
 
@@ -143,7 +145,10 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         if not restate:
             raise ConfigError(f"restate_fraction={config.restate_fraction!r} needs documents to restate: the "
                               f"training examples of {config.train_data} have none (closed-book data)")
-    run = Run(config, accelerator, model, trainable, optimizer, scheduler, train, held_out, restate)
+    distillation = None
+    if config.teacher:
+        distillation = Distillation(load_teacher(config.teacher, model), config.distill_logits, config.distill_hidden)
+    run = Run(config, accelerator, model, trainable, optimizer, scheduler, train, held_out, restate, distillation)
     if resume:
         folder = latest_checkpoint(run.out_dir)
         if folder is None:
@@ -275,7 +280,7 @@ def validate(run: Run) -> dict[str, float]:
         for start in range(0, len(run.eval), config.batch_size):
             chunk = run.eval[start:start + config.batch_size]
             if rate is None:
-                contexts = [[torch.tensor(c, dtype=torch.long) for c in s.contexts] for s in chunk]
+                contexts = text_contexts(chunk)
             else:
                 contexts = compress_contexts(model, chunk, [rate] * len(chunk))
             answers = model.generate([s.instruction for s in chunk], contexts, max_new_tokens=config.max_answer_tokens)
@@ -302,7 +307,8 @@ def fit(run: Run) -> Path:
             config.rate_curriculum)
         with _autocast(run):
             loss, tokens = mixed_task_loss(model, samples, rates, _restating_count(run),
-                                           train_encoder=config.stage == "ae" or config.keft_encoder)
+                                           train_encoder=config.stage == "ae" or config.keft_encoder,
+                                           distillation=run.distillation)
         loss.backward()
         _average_gradients(run)
         torch.nn.utils.clip_grad_norm_(list(run.trainable.values()), config.grad_clip)

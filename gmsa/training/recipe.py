@@ -51,6 +51,13 @@ class TrainConfig:
                       target tokens), not a share by token count. 0 (the paper's KEFT): answers only. On
                       SmolLM2-135M 0.25 kept restatements (BLEU-4 0.10 -> 0.22) and cost answers (F1 0.28 ->
                       0.23; BENCHMARKS.md, "Twice the steps at rate 4, and a restating mix weighted by task").
+    teacher:          KEFT distils from this checkpoint (over the same base model), reading each answering
+                      sample's documents as text: typically the fine-tuned uncompressed baseline. Its terms
+                      join the answer loss with weights `distill_logits` (KL of the teacher's over the
+                      student's next-token distribution on answer tokens) and `distill_hidden` (every layer's
+                      states over the question and answer, scaled per dimension; gmsa/training/distill.py).
+                      On SmolLM2-135M neither weight 1 nor 10 improved nq_dev answers (BENCHMARKS.md,
+                      "Distilling from the fine-tuned uncompressed baseline").
     max_documents:    KEFT examples keep at most this many documents (gold documents first kept).
     max_answer_tokens: KEFT targets are cut to this many tokens.
     precision:        "fp32" or "bf16-mixed" (autocast on CUDA or CPU, fp32 master weights).
@@ -80,6 +87,9 @@ class TrainConfig:
     keft_encoder: bool = False
     restate_fraction: float = 0.0
     rate_curriculum: list[list[int]] = field(default_factory=list)
+    teacher: str | None = None
+    distill_logits: float = 0.0
+    distill_hidden: float = 0.0
     max_documents: int = 5
     max_answer_tokens: int = 32
     eval_every: int = 200
@@ -139,8 +149,25 @@ class TrainConfig:
         if fraction and round(fraction * self.batch_size) in (0, self.batch_size):
             raise ConfigError(f"restate_fraction={fraction!r} is invalid with batch_size={self.batch_size}: "
                               "it must leave at least one restating and one QA sample in each batch")
+        self._check_distillation()
         if self.ae_decoder and self.model.keft_mode == "none":
             raise ConfigError("ae_decoder=true needs model.keft_mode='lora' or 'full' (the decoder adapter to train)")
+
+    def _check_distillation(self) -> None:
+        for name in ("distill_logits", "distill_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigError(f"{name}={value!r} is invalid: a weight >= 0")
+            if value and self.teacher is None:
+                raise ConfigError(f"{name}={value!r} needs a teacher checkpoint to distil from (teacher=PATH)")
+        if self.teacher is None:
+            return
+        if not isinstance(self.teacher, str) or not self.teacher:
+            raise ConfigError(f"teacher={self.teacher!r} is invalid: the path of a checkpoint folder")
+        if self.stage != "keft" or self.compression != "gmsa":
+            raise ConfigError(f"teacher={self.teacher!r} is only valid for stage 'keft' with compression 'gmsa'")
+        if not (self.distill_logits or self.distill_hidden):
+            raise ConfigError(f"teacher={self.teacher!r} is unused: set distill_logits or distill_hidden > 0")
 
     def _check_curriculum(self) -> None:
         if self.rate_curriculum and self.compression != "gmsa":

@@ -11,7 +11,7 @@ from gmsa import GMSA, ConfigError
 from gmsa.cli.train import main as train_main
 from gmsa.config import GMSAConfig
 from gmsa.errors import CheckpointError
-from gmsa.training import loop, objective
+from gmsa.training import distill, loop, objective
 from gmsa.training.recipe import TrainConfig, load_recipe
 from gmsa.training.samples import ae_samples
 from gmsa.training.state import STATE_JSON
@@ -202,6 +202,11 @@ def test_each_trained_part_gets_its_own_learning_rate(tmp_path, tiny_base, corpu
     ({"restate_fraction": 0.25}, "only valid for stage 'keft'"),
     ({"restate_fraction": 1.0, "stage": "keft", "model": {"keft_mode": "lora"}}, "a number in \\[0, 1\\)"),
     ({"restate_fraction": 0.01, "stage": "keft", "model": {"keft_mode": "lora"}}, "at least one restating"),
+    ({"distill_logits": 1.0, "stage": "keft", "model": {"keft_mode": "lora"}}, "needs a teacher checkpoint"),
+    ({"teacher": "runs/t", "distill_logits": 1.0}, "only valid for stage 'keft'"),
+    ({"teacher": "runs/t", "stage": "keft", "model": {"keft_mode": "lora"}}, "is unused"),
+    ({"teacher": "runs/t", "distill_hidden": -1, "stage": "keft", "model": {"keft_mode": "lora"}},
+     "distill_hidden=-1 is invalid: a weight >= 0"),
 ])
 def test_recipe_rejects_a_bad_stage_option(extra, message):
     with pytest.raises(ConfigError, match=message):
@@ -217,6 +222,56 @@ def test_uncompressed_baseline_mode(tmp_path, tiny_base, corpus):
     assert any(n.startswith("decoder.") for n in tuned.trained_parameters())
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert any("eval_loss_rnone" in r for r in records)
+
+
+def test_keft_distils_from_a_teacher_reading_the_documents(tmp_path, tiny_base, corpus):
+    ae, qa = corpus
+    out = tmp_path / "ae"
+    assert train_main(["ae", "--config", str(recipe(tmp_path, tiny_base, ae, out)), "steps=2"]) == 0
+    teacher = tmp_path / "teacher"
+    path = recipe(tmp_path, tiny_base, qa, teacher, stage="keft", compression="none")
+    assert train_main(["keft", "--config", str(path), "steps=2", "model.keft_mode=lora"]) == 0
+    path = recipe(tmp_path, tiny_base, qa, tmp_path / "student", stage="keft")
+    overrides = ["steps=2", "model.keft_mode=lora", f"teacher={teacher / 'final'}", "distill_logits=0.5",
+                 "distill_hidden=2.0"]
+    run = loop.setup(load_recipe(path, overrides, init_from=str(out / "final")))
+    samples, rates = run.train[:2], [2, 4]
+    run.model.eval()
+    with torch.no_grad():
+        contexts = objective.compress_contexts(run.model, samples, rates)
+        # the two prompts differ up to the last document and share every token after it
+        soft = objective.decoder_batch(run.model, samples, contexts)
+        text = objective.decoder_batch(run.distillation.teacher, samples, objective.text_contexts(samples))
+        assert torch.equal(soft.tails, text.tails) and soft.embeds.shape[1] < text.embeds.shape[1]
+        shared = int(soft.tails.min())
+        assert shared > max(len(s.target) for s in samples)  # the question is in the shared tail too
+        torch.testing.assert_close(soft.embeds[:, -shared:], text.embeds[:, -shared:])
+        student = objective.decoder_pass(run.model, samples, contexts, hidden_states=True)
+        taught = run.distillation.teacher_pass(samples)
+        assert len(student.hidden) == len(taught.hidden) == run.model.base.config.num_hidden_layers
+        assert student.hidden[0].shape == taught.hidden[0].shape == (2, shared, run.model.hidden_size)
+        # each term is a divergence: zero against the student itself, positive against the teacher
+        kl = distill.logit_kl(student.logits, taught.logits, student.targets)
+        states = distill.hidden_match(student.hidden, taught.hidden)
+        assert distill.logit_kl(student.logits, student.logits, student.targets).item() == pytest.approx(0, abs=1e-6)
+        assert distill.hidden_match(student.hidden, student.hidden).item() == 0
+        assert kl.item() > 0 and states.item() > 0
+        loss, tokens = objective.batch_loss(run.model, samples, rates, False, run.distillation)
+        answer_loss, answer_tokens = objective.batch_loss(run.model, samples, rates, False)
+    torch.testing.assert_close(loss, answer_loss + 0.5 * kl + 2.0 * states)
+    assert tokens == answer_tokens
+    run.model.train()
+    before = {n: p.detach().clone() for n, p in run.distillation.teacher.trained_parameters().items()}
+    loop.fit(run)
+    for name, param in run.distillation.teacher.trained_parameters().items():
+        assert torch.equal(param, before[name]), name  # the teacher stays frozen
+    # a teacher that lays out prompts differently would put the answers elsewhere
+    other = recipe(tmp_path, tiny_base, qa, tmp_path / "other", stage="keft", compression="none")
+    assert train_main(["keft", "--config", str(other), "steps=1", "model.keft_mode=lora",
+                       'model.prompt.question_template="Q: {question}"']) == 0
+    with pytest.raises(ConfigError, match="lays out prompts differently"):
+        loop.setup(load_recipe(path, [*overrides, f"teacher={tmp_path / 'other' / 'final'}"],
+                               init_from=str(out / "final")))
 
 
 def test_gradient_checkpointing_keeps_the_loss_curve(tmp_path, tiny_base, corpus):
@@ -243,7 +298,7 @@ def test_loss_scores_only_the_target_positions(tmp_path, tiny_base, corpus, rate
     trimmed, tokens = objective.batch_loss(run.model, samples, rates, train_encoder=False)
     contexts = ([[torch.tensor(ids) for ids in s.contexts] for s in samples] if rates is None
                 else objective.compress_contexts(run.model, samples, rates))
-    embeds, mask, positions, labels = objective.decoder_batch(run.model, samples, contexts)
+    embeds, mask, positions, labels, _ = objective.decoder_batch(run.model, samples, contexts)
     logits = run.model.base(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits
     full = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                                              ignore_index=objective.IGNORE)
