@@ -86,10 +86,11 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=5)
     parser.add_argument("--rate", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default=None, help="cpu, cuda, ...; default: CUDA when there is a GPU, else CPU")
     parser.add_argument("--out", required=True, help="folder for result.json and distill_terms.png")
     args = parser.parse_args()
 
-    models = {path: GMSA.from_pretrained(path, device="cpu", dtype=torch.float32) for path in args.checkpoints}
+    models = {path: GMSA.from_pretrained(path, device=args.device) for path in args.checkpoints}
     first = next(iter(models.values()))
     teacher = Distillation(load_teacher(args.teacher, first), logit_weight=1.0, hidden_weight=1.0)
     samples = qa_samples([args.data], first.tokenizer, first.config, args.documents, max_answer_tokens=32)
