@@ -18,19 +18,26 @@ once() {  # once NAME gmsa-eval-args...: run one evaluation unless its result is
 once reconstruction reconstruction --checkpoint runs/default-ae-decoder/final \
     --texts ../shared/data/ae/wiki_paragraphs.jsonl --last 200 --limit "$QUESTIONS" --max-text-tokens 64 --rates 4 8 16
 # GMSA after KEFT: 20 documents, and 5 documents (what the fine-tuned baseline was trained and tested with).
-once qa-gmsa-20docs qa --checkpoint runs/default-keft/final --label "GMSA (AE + KEFT)" --data $NQ --limit "$QUESTIONS" \
+once qa-gmsa-20docs qa --checkpoint runs/default-keft-nq/final --label "GMSA (AE + KEFT)" --data $NQ --limit "$QUESTIONS" \
     --documents 20 --systems gmsa@4 gmsa@8 gmsa@16
-once qa-gmsa-5docs qa --checkpoint runs/default-keft/final --label "GMSA (AE + KEFT)" --data $NQ --limit "$QUESTIONS" \
+once qa-gmsa-5docs qa --checkpoint runs/default-keft-nq/final --label "GMSA (AE + KEFT)" --data $NQ --limit "$QUESTIONS" \
     --documents 5 --systems gmsa@4 gmsa@8 gmsa@16
 # The base model as it comes (the AE checkpoint leaves the decoder untouched): zero-shot and closed-book.
 once qa-base-20docs qa --checkpoint runs/default-ae/final --label "base model" --data $NQ --limit "$QUESTIONS" \
     --documents 20 --systems uncompressed closed-book
 # The fair baseline: the uncompressed prompt fine-tuned with the same KEFT recipe.
-if [[ ! -d runs/baseline-keft/final ]]; then echo "skip qa-baseline-5docs, qa-baseline-20docs: runs/baseline-keft/final not trained yet"
-else once qa-baseline-5docs qa --checkpoint runs/baseline-keft/final --label "uncompressed + KEFT" --data $NQ \
+if [[ ! -d runs/baseline-keft-nq/final ]]; then echo "skip the baseline's evaluations: runs/baseline-keft-nq/final not trained yet"
+else once qa-baseline-5docs qa --checkpoint runs/baseline-keft-nq/final --label "uncompressed + KEFT" --data $NQ \
     --limit "$QUESTIONS" --documents 5 --systems uncompressed closed-book
     # It was trained on 5 documents; 20 show how it does on GMSA's 20-document setting.
-    once qa-baseline-20docs qa --checkpoint runs/baseline-keft/final --label "uncompressed + KEFT" --data $NQ \
-    --limit "$QUESTIONS" --documents 20 --systems uncompressed; fi
+    once qa-baseline-20docs qa --checkpoint runs/baseline-keft-nq/final --label "uncompressed + KEFT" --data $NQ \
+    --limit "$QUESTIONS" --documents 20 --systems uncompressed
+    # Rate 4 against the baseline on three times the questions, paired question by question.
+    once qa300-gmsa qa --checkpoint runs/default-keft-nq/final --label "GMSA (AE + KEFT)" --data $NQ --limit 300 \
+        --documents 5 --systems gmsa@4
+    once qa300-baseline qa --checkpoint runs/baseline-keft-nq/final --label "uncompressed + KEFT" --data $NQ \
+        --limit 300 --documents 5 --systems uncompressed
+    $EVAL compare "$OUT/qa300-baseline/result.json" "$OUT/qa300-gmsa/result.json" > "$OUT/compare-300.md"
+    cat "$OUT/compare-300.md"; fi
 $EVAL table "$OUT"/*/result.json > "$OUT/table.md"
 cat "$OUT/table.md"

@@ -23,7 +23,7 @@ import torch
 from gmsa import GMSA
 from gmsa.model import BUNDLED_DEFAULT
 
-STAGES = ("ae", "ae_decoder", "keft")  # recipes/train-default.sh, in order
+STAGES = ("ae", "ae_decoder", "keft", "keft_nq")  # recipes/train-default.sh, in order
 
 
 def stage_record(run_dir: Path) -> dict:
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--ae", type=Path, default=Path("runs/default-ae"))
     parser.add_argument("--ae-decoder", type=Path, default=Path("runs/default-ae-decoder"))
     parser.add_argument("--keft", type=Path, default=Path("runs/default-keft"))
+    parser.add_argument("--keft-nq", type=Path, default=Path("runs/default-keft-nq"))
     parser.add_argument("--keep-stage", action="append", default=[], choices=STAGES,
                         help="copy this stage's record from the shipped training.json instead of a run folder")
     parser.add_argument("--out", type=Path, default=BUNDLED_DEFAULT)
@@ -61,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     shipped = args.out / "training.json"
     previous = json.loads(shipped.read_text())["stages"] if shipped.is_file() else {}
-    folders = {"ae": args.ae, "ae_decoder": args.ae_decoder, "keft": args.keft}
+    folders = {"ae": args.ae, "ae_decoder": args.ae_decoder, "keft": args.keft, "keft_nq": args.keft_nq}
     stages = {}
     for name in STAGES:  # read before anything is overwritten
         if name in args.keep_stage:
@@ -73,7 +74,7 @@ def main() -> None:
         else:
             raise SystemExit(f"{folders[name]}/log.jsonl not found: train that stage, point --{name.replace('_', '-')}"
                              f" at its run, or pass --keep-stage {name}")
-    model = GMSA.from_pretrained(args.keft / "final", device="cpu")
+    model = GMSA.from_pretrained(folders[STAGES[-1]] / "final", device="cpu")
     model.save_pretrained(args.out, dtype=torch.bfloat16)  # half the bytes; CPU loads upcast to fp32
     record = {
         "shipped": datetime.date.today().isoformat(),

@@ -4,6 +4,7 @@
     gmsa-eval qa --data ../shared/data/qa/nq_dev.jsonl --limit 100 --documents 20 \\
                  --systems gmsa@4 gmsa@8 gmsa@16 uncompressed closed-book
     gmsa-eval table results/eval-*/result.json          # merge results into one Markdown table
+    gmsa-eval compare base/result.json new/result.json:gmsa@4   # paired differences, question by question
 """
 
 from __future__ import annotations
@@ -62,6 +63,28 @@ def run_qa(args: argparse.Namespace) -> dict:
     return {"task": "qa", "source": str(args.data), **result}
 
 
+def run_compare(specs: list[str]) -> str:
+    from gmsa.evaluation.compare import compare_table, select_system
+    from gmsa.evaluation.qa import System
+    from gmsa.evaluation.report import read_result
+
+    runs = []
+    for spec in specs:
+        path, _, system = spec.rpartition(":")
+        try:
+            System.parse(system)
+        except ValueError:  # no ":SYSTEM" suffix: the whole spec is the path
+            path, system = spec, None
+        result = read_result(Path(path))
+        name, rows = select_system(result, Path(path), system)
+        label = f"{result.get('label') or result.get('checkpoint')}: {name}"
+        runs.append((label, rows))
+    try:
+        return compare_table(runs)
+    except ValueError as error:
+        raise GMSAError(f"{error}: {', '.join(specs)}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gmsa-eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     _common(qa)
     table = tasks.add_parser("table", help="merge result.json files into one Markdown table")
     table.add_argument("results", nargs="+", type=Path)
+    compare = tasks.add_parser("compare", help="paired differences of QA runs on the questions they share")
+    compare.add_argument("results", nargs="+", metavar="RESULT[:SYSTEM]",
+                         help="QA result.json files, the first the reference; name the system where a file has several")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from gmsa.evaluation.report import markdown_table, markdown_tables, read_result, write_result
@@ -90,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.task == "table":
             print(markdown_tables([read_result(path) for path in args.results]))
+            return 0
+        if args.task == "compare":
+            if len(args.results) < 2:
+                raise GMSAError("compare needs two runs or more: the reference first")
+            print(run_compare(args.results))
             return 0
         result = run_reconstruction(args) if args.task == "reconstruction" else run_qa(args)
     except GMSAError as error:

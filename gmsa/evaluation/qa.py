@@ -54,18 +54,24 @@ def predict(model: GMSA, system: System, examples: Sequence[QAExample], document
     return answers, (time.perf_counter() - start) / max(len(examples), 1)
 
 
+METRICS = {"em": exact_match, "f1": token_f1, "accuracy": accuracy}
+
+
 def evaluate_qa(model: GMSA, examples: Sequence[QAExample], systems: Sequence[System], documents: int,
                 batch_size: int = 4, max_new_tokens: int = 32) -> dict:
-    """{"systems": {name: {em, f1, accuracy, seconds_per_question}}, "examples": first answers}."""
-    results: dict = {"questions": len(examples), "documents": documents, "systems": {}, "examples": []}
+    """{"systems": {name: {em, f1, accuracy, seconds_per_question}}, "examples": first answers,
+    "per_question": {"where": [file:line, ...], name: {"answer": [...], "em": [...], "f1": [...], "accuracy": [...]}}}.
+
+    The per-question scores let `gmsa-eval compare` pair two runs question by question.
+    """
+    results: dict = {"questions": len(examples), "documents": documents, "systems": {}, "examples": [],
+                     "per_question": {"where": [e.where for e in examples]}}
     for system in systems:
         answers, seconds = predict(model, system, examples, documents, batch_size, max_new_tokens)
-        results["systems"][system.name] = {
-            "em": sum(exact_match(a, e.answers) for a, e in zip(answers, examples)) / len(examples),
-            "f1": sum(token_f1(a, e.answers) for a, e in zip(answers, examples)) / len(examples),
-            "accuracy": sum(accuracy(a, e.answers) for a, e in zip(answers, examples)) / len(examples),
-            "seconds_per_question": seconds,
-        }
+        scores = {name: [metric(a, e.answers) for a, e in zip(answers, examples)] for name, metric in METRICS.items()}
+        results["systems"][system.name] = {name: sum(values) / len(examples) for name, values in scores.items()}
+        results["systems"][system.name]["seconds_per_question"] = seconds
+        results["per_question"][system.name] = {"answer": answers, **scores}
         results["examples"].extend(
             {"system": system.name, "question": e.question, "answer": a, "references": e.answers}
             for a, e in list(zip(answers, examples))[:3]

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from gmsa.cli.eval import main as eval_main
+from gmsa.evaluation.compare import paired_difference
 from gmsa.evaluation.qa import System
 from gmsa.evaluation.reconstruction import score_reconstruction
 
@@ -52,6 +53,40 @@ def test_reconstruction_and_qa_write_json_and_markdown(tiny_checkpoint, tmp_path
     tables = capsys.readouterr().out.split("\n\n")
     assert len(tables) == 2 and "tiny: gmsa@2" in tables[0] and "bleu" in tables[1].lower()
     assert not list(tmp_path.glob("*/*.partial"))
+
+    # every question's answer and scores are kept, keyed by file:line, so runs can be paired
+    per_question = result["per_question"]
+    assert per_question["where"] == [f"{qa}:1", f"{qa}:2"]
+    for name, summary in result["systems"].items():
+        assert len(per_question[name]["answer"]) == 2
+        assert summary["f1"] == pytest.approx(sum(per_question[name]["f1"]) / 2)
+    closed, uncompressed = per_question["closed-book"]["f1"], per_question["uncompressed"]["f1"]
+    assert eval_main(["compare", f"{tmp_path / 'q' / 'result.json'}:closed-book",
+                      f"{tmp_path / 'q' / 'result.json'}:uncompressed"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("| tiny: closed-book | 2 |") and "(reference)" in lines[2]
+    mean, se = paired_difference(closed, uncompressed)
+    assert lines[3].startswith("| tiny: uncompressed | 2 |") and f"{mean:+.3f} ± {se:.3f}" in lines[3]
+    # a file with several systems needs one named
+    assert eval_main(["compare", str(tmp_path / "q" / "result.json"), str(tmp_path / "q" / "result.json")]) == 2
+    assert "name one as" in capsys.readouterr().err
+
+
+def test_paired_difference_and_its_standard_error():
+    mean, se = paired_difference([0.0, 0.5, 1.0, 0.0], [1.0, 0.5, 1.0, 1.0])
+    # differences 1, 0, 0, 1: mean 0.5, sample variance 1/3, se sqrt(1/3 / 4)
+    assert mean == pytest.approx(0.5) and se == pytest.approx((1 / 12) ** 0.5)
+    assert paired_difference([0.2], [0.7]) == (pytest.approx(0.5), 0.0)
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        paired_difference([0.1, 0.2], [0.3])
+
+
+def test_compare_names_a_result_without_per_question_scores(tmp_path, capsys):
+    old = tmp_path / "old.json"  # written before gmsa-eval kept per-question scores
+    old.write_text(json.dumps({"task": "qa", "questions": 1, "documents": 5, "systems": {"gmsa@4": {"f1": 0.2}}}))
+    assert eval_main(["compare", str(old), str(old)]) == 2
+    err = capsys.readouterr().err
+    assert str(old) in err and "per-question" in err
 
 
 def test_a_bad_system_is_a_clear_error(tiny_checkpoint, tmp_path, capsys):

@@ -222,6 +222,8 @@ def test_two_processes_train_together(tmp_path, tiny_base, corpus):
     ("default-keft.yaml", []),
     # the baseline, as train-default.sh runs it
     ("default-keft.yaml", ["compression=none", "keft_encoder=false", "rate_curriculum=[]"]),
+    ("default-keft-nq.yaml", []),
+    ("default-keft-nq.yaml", ["compression=none", "keft_encoder=false", "rate_curriculum=[]"]),
 ])
 def test_the_repository_recipes_are_valid(name, overrides):
     recipes = Path(__file__).resolve().parents[2] / "recipes"

@@ -1,0 +1,64 @@
+"""Paired comparison of QA runs: the difference of each metric on the questions both answered, with its standard error.
+
+Two systems answering the same questions differ far less in noise than two independent samples do, so the
+standard error of the paired difference is what says whether a change of a few hundredths of F1 is real.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from gmsa.errors import DataError
+from gmsa.evaluation.qa import METRICS
+
+HEADINGS = {"em": "EM", "f1": "F1", "accuracy": "accuracy"}
+
+
+def paired_difference(reference: list[float], other: list[float]) -> tuple[float, float]:
+    """Mean of other - reference over paired scores, and its standard error (0 for fewer than two pairs)."""
+    if len(reference) != len(other) or not reference:
+        raise ValueError(f"paired scores need equal, non-empty lengths: {len(reference)} and {len(other)}")
+    differences = [b - a for a, b in zip(reference, other)]
+    mean = sum(differences) / len(differences)
+    if len(differences) < 2:
+        return mean, 0.0
+    variance = sum((d - mean) ** 2 for d in differences) / (len(differences) - 1)
+    return mean, math.sqrt(variance / len(differences))
+
+
+def select_system(result: dict, path: Path, system: str | None) -> tuple[str, dict[str, dict]]:
+    """(system name, {where: {metric: score}}) of one system of a QA result.json; errors name the file."""
+    per_question = result.get("per_question")
+    if result.get("task") != "qa" or not per_question:
+        raise DataError(str(path), None, "has no per-question QA scores; run `gmsa-eval qa` again to write them")
+    names = [name for name in result["systems"] if name in per_question]
+    if system is None:
+        if len(names) != 1:
+            raise DataError(str(path), None, f"holds systems {names}: name one as {path}:SYSTEM")
+        system = names[0]
+    if system not in names:
+        raise DataError(str(path), None, f"has no system {system!r}; it holds {names}")
+    scores = per_question[system]
+    rows = {where: {metric: scores[metric][i] for metric in METRICS} for i, where in enumerate(per_question["where"])}
+    return system, rows
+
+
+def compare_table(runs: list[tuple[str, dict[str, dict]]]) -> str:
+    """Markdown: each run's metrics on the questions all runs share, and its paired difference to the first run."""
+    shared = [where for where in runs[0][1] if all(where in rows for _, rows in runs[1:])]
+    if not shared:
+        raise ValueError("the runs share no question (compare runs on the same data file)")
+    header = " | ".join(f"{HEADINGS[m]} | Δ{HEADINGS[m]} ± se" for m in METRICS)
+    lines = [f"| run | questions | {header} |", "|---|---:|" + "---:|---:|" * len(METRICS)]
+    reference = runs[0][1]
+    for label, rows in runs:
+        cells = []
+        for metric in METRICS:
+            base = [reference[w][metric] for w in shared]
+            mine = [rows[w][metric] for w in shared]
+            mean, se = paired_difference(base, mine)
+            cells.append(f"{sum(mine) / len(mine):.3f} | " + ("(reference)" if rows is reference else
+                                                              f"{mean:+.3f} ± {se:.3f}"))
+        lines.append(f"| {label} | {len(shared)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
