@@ -40,8 +40,15 @@ def select_system(result: dict, path: Path, system: str | None) -> tuple[str, di
     if system not in names:
         raise DataError(str(path), None, f"has no system {system!r}; it holds {names}")
     scores = per_question[system]
-    rows = {where: {metric: scores[metric][i] for metric in METRICS} for i, where in enumerate(per_question["where"])}
+    rows = {_question_key(where): {metric: scores[metric][i] for metric in METRICS}
+            for i, where in enumerate(per_question["where"])}
     return system, rows
+
+
+def _question_key(where: str) -> str:
+    """"file.jsonl:LINE" of a "path/to/file.jsonl:LINE": runs that named one data file by other paths still pair."""
+    path, _, line = where.rpartition(":")
+    return f"{Path(path).name}:{line}"
 
 
 def compare_table(runs: list[tuple[str, dict[str, dict]]]) -> str:

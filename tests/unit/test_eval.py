@@ -1,11 +1,12 @@
 """gmsa-eval on a tiny checkpoint: reconstruction and QA results, JSON + Markdown, table merging."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from gmsa.cli.eval import main as eval_main
-from gmsa.evaluation.compare import paired_difference
+from gmsa.evaluation.compare import compare_table, paired_difference, select_system
 from gmsa.evaluation.qa import System
 from gmsa.evaluation.reconstruction import score_reconstruction
 
@@ -109,3 +110,14 @@ def test_table_names_a_file_that_is_not_a_result(tmp_path, capsys, content, prob
     assert eval_main(["table", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and problem in err and "gmsa-eval run" in err
+
+
+def test_compare_pairs_one_data_file_named_by_two_paths():
+    def result(where, f1):
+        scores = {"answer": ["x"] * len(f1), "em": f1, "f1": f1, "accuracy": f1}
+        return {"task": "qa", "systems": {"gmsa@4": {}}, "per_question": {"where": where, "gmsa@4": scores}}
+
+    relative = select_system(result(["../data/qa.jsonl:1", "../data/qa.jsonl:2"], [0.0, 1.0]), Path("a"), None)
+    absolute = select_system(result(["/work/data/qa.jsonl:2", "/work/data/qa.jsonl:3"], [1.0, 0.5]), Path("b"), None)
+    table = compare_table([("a", relative[1]), ("b", absolute[1])]).splitlines()
+    assert table[3].startswith("| b | 1 | 1.000 | +0.000 ± 0.000")  # only line 2 is shared, and it agrees
