@@ -32,16 +32,20 @@ def select_system(result: dict, path: Path, system: str | None) -> tuple[str, di
     per_question = result.get("per_question")
     if result.get("task") != "qa" or not per_question:
         raise DataError(str(path), None, "has no per-question QA scores; run `gmsa-eval qa` again to write them")
-    names = [name for name in result["systems"] if name in per_question]
+    names = [name for name in result.get("systems", {}) if name in per_question]
+    if not names:
+        raise DataError(str(path), None, "has per-question scores for no system; run `gmsa-eval qa` again")
     if system is None:
         if len(names) != 1:
             raise DataError(str(path), None, f"holds systems {names}: name one as {path}:SYSTEM")
         system = names[0]
     if system not in names:
         raise DataError(str(path), None, f"has no system {system!r}; it holds {names}")
-    scores = per_question[system]
-    rows = {_question_key(where): {metric: scores[metric][i] for metric in METRICS}
-            for i, where in enumerate(per_question["where"])}
+    scores, wheres = per_question[system], per_question.get("where", [])
+    if any(len(scores.get(metric, ())) != len(wheres) for metric in METRICS):
+        raise DataError(str(path), None, f"per-question scores of {system!r} do not match its {len(wheres)} "
+                        f"questions ({', '.join(METRICS)} each); run `gmsa-eval qa` again to write them")
+    rows = {_question_key(where): {metric: scores[metric][i] for metric in METRICS} for i, where in enumerate(wheres)}
     return system, rows
 
 
