@@ -1,9 +1,11 @@
 """`gmsa-train ae|keft --config RECIPE [key=value ...]`: train GMSA on your own corpus.
 
-    gmsa-train ae   --config recipes/default.yaml out_dir=runs/ae
+    gmsa-train ae   --config recipes/default-ae.yaml out_dir=runs/ae
     gmsa-train keft --config recipes/default-keft.yaml --from runs/ae/final out_dir=runs/keft
-    gmsa-train ae   --config recipes/default.yaml --resume        # continue a killed run
-Multi-process: `accelerate launch --num_processes N -m gmsa.cli.train ae --config ...`.
+    gmsa-train ae   --config recipes/default-ae.yaml out_dir=runs/ae --resume     # continue a killed run
+Several processes share each batch (batch_size is the whole batch):
+    torchrun --nproc_per_node N -m gmsa.cli.train ae --config ...            (add device=cpu on CPUs)
+    accelerate launch --multi_gpu --num_processes N -m gmsa.cli.train ae --config ...
 """
 
 from __future__ import annotations

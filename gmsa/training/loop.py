@@ -1,7 +1,8 @@
 """A training stage as setup -> fit -> validate, resumable, on one or many processes (accelerate).
 
-Multi-process runs (`accelerate launch ... gmsa-train ...`) give each process its own slice
-of every batch and average gradients across processes after each backward pass.
+Multi-process runs (`torchrun ... -m gmsa.cli.train ...`, or `accelerate launch --multi_gpu`) draw the
+batches one process would, give each process an equal share of every batch, and average gradients
+across processes after each backward pass: N processes follow the one-process run's loss curve.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ def _split(samples: list[Sample], config: TrainConfig, tokenizer, model_config) 
 def setup(config: TrainConfig, resume: bool = False) -> Run:
     """Build the model, data, optimizer and schedule; restore them from the last checkpoint on resume."""
     accelerator = Accelerator(cpu=config.device == "cpu")
+    _check_shares(config, accelerator.num_processes)
     torch.manual_seed(config.seed)  # same adapter initialisation on every process
     random.seed(config.seed)
     model = _build_model(config, accelerator.device)
@@ -174,33 +176,64 @@ def _draw(pool: list[Sample], seed: int, first: int, count: int) -> list[Sample]
     return drawn
 
 
-def _restating_count(run: Run) -> int:
+def _restating_count(config: TrainConfig) -> int:
     """How many of each batch's samples restate a document (they come first), the rest answer."""
-    return round(run.config.restate_fraction * run.config.batch_size) if run.restate else 0
+    return round(config.restate_fraction * config.batch_size)
 
 
-def _batch(run: Run, step: int) -> list[Sample]:
-    """This process's samples for `step`: a deterministic function of (seed, step), so resuming needs no state.
+def _check_shares(config: TrainConfig, world: int) -> None:
+    """Every process must get the same number of samples of each task, or the averaged gradient is skewed."""
+    restating = _restating_count(config)
+    if config.batch_size % world or restating % world:
+        raise ConfigError(f"batch_size={config.batch_size} ({restating} restating) does not split evenly over "
+                          f"{world} processes: use a multiple of {world} for each")
 
-    With a restating mix, each batch holds round(fraction * batch_size) restating samples, drawn from
-    their own stream, then the QA samples.
+
+def _share(run: Run, items: list) -> list:
+    """This process's contiguous share of a whole batch's `items`."""
+    size = len(items) // run.accelerator.num_processes
+    start = run.accelerator.process_index * size
+    return items[start:start + size]
+
+
+def _rates(run: Run, step: int) -> list[int] | None:
+    """The whole batch's compression rates for `step`, in batch order (None: the uncompressed baseline)."""
+    config = run.config
+    if config.compression == "none":
+        return None
+    return sample_rates(run.model.config.rates, config.batch_size, config.seed, step, config.rate_curriculum)
+
+
+def _batch(run: Run, step: int, rates: list[int] | None) -> tuple[list[Sample], list[int] | None, int]:
+    """This process's samples for `step`, their rates, and how many of them restate (they come first).
+
+    The whole batch is a deterministic function of (seed, step), the same for any number of processes,
+    so resuming needs no state. With a restating mix, each batch holds round(fraction * batch_size)
+    restating samples, drawn from their own stream, then the QA samples.
     """
-    config, world, rank = run.config, run.accelerator.num_processes, run.accelerator.process_index
-    n_restate = _restating_count(run)
-    n_train = config.batch_size - n_restate
-    batch = _draw(run.train, config.seed, (step * world + rank) * n_train, n_train)
-    if n_restate:
-        batch = _draw(run.restate, config.seed + 1, (step * world + rank) * n_restate, n_restate) + batch
-    return batch
+    config = run.config
+    n_restate = _restating_count(config) if run.restate else 0
+    n_answer = config.batch_size - n_restate
+    restating = _share(run, _draw(run.restate, config.seed + 1, step * n_restate, n_restate) if n_restate else [])
+    answering = _share(run, _draw(run.train, config.seed, step * n_answer, n_answer))
+    if rates is not None:
+        rates = _share(run, rates[:n_restate]) + _share(run, rates[n_restate:])
+    return restating + answering, rates, len(restating)
+
+
+def _mean_over_processes(run: Run, values: torch.Tensor) -> torch.Tensor:
+    """Every process's `values` averaged, on every process (a no-op for one process)."""
+    if run.accelerator.num_processes > 1:
+        dist.all_reduce(values)
+        values /= run.accelerator.num_processes
+    return values
 
 
 def _average_gradients(run: Run) -> None:
     if run.accelerator.num_processes == 1:
         return
     grads = [p.grad for p in run.trainable.values() if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= run.accelerator.num_processes
+    flat = _mean_over_processes(run, torch.cat([g.reshape(-1) for g in grads]))  # one all-reduce, not one per tensor
     offset = 0
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
@@ -301,12 +334,10 @@ def fit(run: Run) -> Path:
     bar = tqdm(total=config.steps, initial=run.step, desc=f"gmsa-train {config.stage}", disable=not main)
     window_tokens, window_start = 0, time.perf_counter()
     while run.step < config.steps:
-        samples = _batch(run, run.step)
-        rates = None if config.compression == "none" else sample_rates(
-            model.config.rates, len(samples), config.seed + run.accelerator.process_index, run.step,
-            config.rate_curriculum)
+        batch_rates = _rates(run, run.step)
+        samples, rates, restating = _batch(run, run.step, batch_rates)
         with _autocast(run):
-            loss, tokens = mixed_task_loss(model, samples, rates, _restating_count(run),
+            loss, tokens = mixed_task_loss(model, samples, rates, restating,
                                            train_encoder=config.stage == "ae" or config.keft_encoder,
                                            distillation=run.distillation)
         loss.backward()
@@ -320,11 +351,12 @@ def fit(run: Run) -> Path:
         bar.update(1)
         if run.step % config.log_every == 0 or run.step == config.steps:
             elapsed = time.perf_counter() - window_start
-            record = {"step": run.step, "loss": loss.item(), "lr": run.scheduler.get_last_lr()[0],
+            whole_batch_loss = _mean_over_processes(run, loss.detach().float().clone()).item()
+            record = {"step": run.step, "loss": whole_batch_loss, "lr": run.scheduler.get_last_lr()[0],
                       "tokens_per_s": window_tokens * run.accelerator.num_processes / elapsed,
-                      "seconds": elapsed, "rates": rates}
-            bar.set_postfix(loss=f"{record['loss']:.3f}", rate=rates and max(set(rates), key=rates.count),
-                            tok_s=f"{record['tokens_per_s']:.0f}")
+                      "seconds": elapsed, "rates": batch_rates}
+            usual_rate = batch_rates and max(set(batch_rates), key=batch_rates.count)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", rate=usual_rate, tok_s=f"{record['tokens_per_s']:.0f}")
             _log(run, record)
             window_tokens, window_start = 0, time.perf_counter()
         if run.step % config.eval_every == 0 or run.step == config.steps:

@@ -29,7 +29,8 @@ class TrainConfig:
                       (default: eval_samples) and validation uses the first `eval_samples` of them.
     out_dir:          where checkpoints go (`step-*/`, `latest`, `final/`).
     compression:      "gmsa" (soft tokens) or "none" (documents as text: the uncompressed baseline).
-    steps, batch_size, lr, lsa_lr, weight_decay, warmup_ratio, grad_clip: the optimisation.
+    steps, batch_size, lr, lsa_lr, weight_decay, warmup_ratio, grad_clip: the optimisation. batch_size is
+                      the whole batch: several processes (torchrun) each take an equal share of it.
     encoder_lr:       learning rate of the encoder LoRA where it trains (AE, or KEFT with keft_encoder);
                       default: lr. The LSA has its own (lsa_lr), the decoder adapter takes lr.
     max_text_tokens:  AE texts are cut to this many tokens (the start of each text).

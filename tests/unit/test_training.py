@@ -195,25 +195,43 @@ def test_recipe_rejects_unknown_keys(tmp_path, tiny_base, corpus):
     assert train_main(["ae", "--config", str(path), "bogus=1"]) == 2
 
 
-def test_two_processes_train_together(tmp_path, tiny_base, corpus):
-    """`accelerate launch --num_processes 2 --cpu`: each process takes half of every batch."""
+def test_two_processes_follow_the_one_process_run(tmp_path, tiny_base, corpus):
+    """`torchrun --nproc_per_node 2` on CPUs: each process takes half of every batch, and the pair follows
+    the one-process run (texts cut to equal lengths, so the two halves weigh the same).
+
+    Not `accelerate launch --cpu`: on a machine without GPUs it starts one process, whatever --num_processes says.
+    """
     import os
     import subprocess
     import sys
 
     ae, _ = corpus
-    out = tmp_path / "ddp"
-    path = recipe(tmp_path, tiny_base, ae, out)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "gmsa.cli.train", "ae", "--config", str(path), "steps=3", "device=cpu"]
+    overrides = ["steps=3", "device=cpu", "batch_size=4", "max_text_tokens=6", "model.lora_dropout=0"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert train_main(["ae", "--config", str(recipe(tmp_path, tiny_base, ae, one)), *overrides]) == 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "gmsa.cli.train", "ae", "--config", str(recipe(tmp_path, tiny_base, ae, two)), *overrides]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (out / "final" / "gmsa_weights.safetensors").is_file()
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert len([r for r in records if "loss" in r]) == 3  # one log per step, from the main process only
-    GMSA.from_pretrained(out / "final")
+    assert (two / "final" / "gmsa_weights.safetensors").is_file()
+    records = [r for r in map(json.loads, (two / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert len(records) == 3  # one log per step, from the main process only
+    assert [len(r["rates"]) for r in records] == [4, 4, 4]  # the whole batch's
+    assert losses(two) == pytest.approx(losses(one), rel=1e-5)
+    assert losses(one)[0] != losses(one)[-1]  # it trained
+    # Adam's steps are about lr whatever the gradient: other samples or rates would move weights by ~1e-3
+    trained = {run: GMSA.from_pretrained(run / "final").trained_parameters() for run in (one, two)}
+    for name, weight in trained[one].items():
+        torch.testing.assert_close(trained[two][name], weight, rtol=0, atol=1e-4)
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path, tiny_base, corpus):
+    ae, _ = corpus
+    config = load_recipe(recipe(tmp_path, tiny_base, ae, tmp_path / "x"), ["batch_size=3"])
+    loop._check_shares(config, 1)
+    with pytest.raises(ConfigError, match="batch_size=3 .* 2 processes"):
+        loop._check_shares(config, 2)
 
 
 @pytest.mark.parametrize("name, overrides", [
