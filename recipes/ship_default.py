@@ -76,9 +76,11 @@ def main() -> None:
                              f" at its run, or pass --keep-stage {name}")
     model = GMSA.from_pretrained(folders[STAGES[-1]] / "final", device="cpu")
     model.save_pretrained(args.out, dtype=torch.bfloat16)  # half the bytes; CPU loads upcast to fp32
+    timed = [stage["wall_seconds"] for stage in stages.values()]
     record = {
         "shipped": datetime.date.today().isoformat(),
         "stages": stages,
+        "wall_seconds_all_stages": sum(timed) if None not in timed else None,
         "machine": machine(),
         "note": args.note,
     }
