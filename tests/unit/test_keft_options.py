@@ -72,12 +72,12 @@ def test_restate_fraction_mixes_restating_into_keft_batches(tmp_path, tiny_base,
     assert all(s.target == [*s.contexts[0], tokenizer.eos_token_id] for s in run.restate)
     restate = run.model.config.prompt.restate_instruction
     for step in range(4):
-        batch = loop._batch(run, step)
-        assert [s.instruction == restate for s in batch] == [True, True, False, False]
+        batch, _, restating_count = loop._batch(run, step, None)
+        assert [s.instruction == restate for s in batch] == [True, True, False, False] and restating_count == 2
         assert all(s.target[-1] == tokenizer.eos_token_id for s in batch)
-    assert loop._batch(run, 3) == loop._batch(run, 3)  # resuming draws the same batch
+    assert loop._batch(run, 3, None) == loop._batch(run, 3, None)  # resuming draws the same batch
     # each task counts by its share of the samples (here half), not by its share of the target tokens
-    batch, rates = loop._batch(run, 0), [2, 2, 2, 2]
+    (batch, _, _), rates = loop._batch(run, 0, None), [2, 2, 2, 2]
     run.model.eval()
     with torch.no_grad():
         mixed, tokens = objective.mixed_task_loss(run.model, batch, rates, 2, train_encoder=True)

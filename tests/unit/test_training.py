@@ -106,10 +106,10 @@ def test_killed_run_resumes_on_the_same_curve(tmp_path, tiny_base, corpus, monke
     config = load_recipe(recipe(tmp_path, tiny_base, ae, killed), ["steps=6"])
     original = loop._batch
 
-    def dies_at_step_5(run, step):
+    def dies_at_step_5(run, step, rates):
         if step == 4:
             raise KeyboardInterrupt("killed")
-        return original(run, step)
+        return original(run, step, rates)
 
     monkeypatch.setattr(loop, "_batch", dies_at_step_5)
     with pytest.raises(KeyboardInterrupt):
