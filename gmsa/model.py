@@ -248,24 +248,32 @@ class GMSA(nn.Module):
         Segments are batched by length, at most `batch_size` rows and `batch_tokens` padded tokens.
         """
         rate = self.config.check_rate(rate if rate is not None else self.config.rates[0])
-        token_ids = self.tokenize_contexts(texts)
-        segments = [
-            (text_index, segment)
-            for text_index, ids in enumerate(token_ids)
-            for segment in split_segments(ids, self.config.segment_tokens)
-        ]
-        outputs: list[torch.Tensor | None] = [None] * len(segments)
-        device = self.device
         with self.lock:
-            for chunk in length_batches([len(ids) for _, ids in segments], batch_size, batch_tokens):
-                ids, mask = right_pad([segments[i][1] for i in chunk], self.tokenizer.pad_token_id, device)
-                soft, soft_mask = self.soft_tokens(ids, mask, rate)  # (B, M, H), (B, M)
-                for row, index in enumerate(chunk):
-                    outputs[index] = soft[row, : int(soft_mask[row].sum())]  # (m_i, H)
-        per_text: list[list[torch.Tensor]] = [[] for _ in texts]
-        for (text_index, _), soft in zip(segments, outputs):
-            per_text[text_index].append(soft)
-        empty = torch.zeros(0, self.hidden_size, device=device, dtype=self.base.dtype)
+            return self.soft_tokens_of(self.tokenize_contexts(texts), rate, batch_size=batch_size,
+                                       batch_tokens=batch_tokens)
+
+    def soft_tokens_of(
+        self, token_ids: Sequence[Sequence[int]], rate: int, *, batch_size: int = 16, batch_tokens: int = 512
+    ) -> list[torch.Tensor]:
+        """Token id lists -> one (ceil(n_i / rate), H) soft-token tensor each; differentiable (training uses it).
+
+        Each list is split into `config.segment_tokens` segments; segments are encoded in length-sorted
+        batches of at most `batch_size` rows and `batch_tokens` padded tokens, because padding is wasted
+        work: 8 five-document NQ samples (40 segments, longest 451 tokens) encoded with gradients in one
+        padded batch took 31 s on a 2-core CPU, in batches of 512 padded tokens 8 s.
+        """
+        segments = [(index, segment) for index, ids in enumerate(token_ids)
+                    for segment in split_segments(list(ids), self.config.segment_tokens)]
+        outputs: list[torch.Tensor | None] = [None] * len(segments)
+        for chunk in length_batches([len(ids) for _, ids in segments], batch_size, batch_tokens):
+            ids, mask = right_pad([segments[i][1] for i in chunk], self.tokenizer.pad_token_id, self.device)
+            soft, soft_mask = self.soft_tokens(ids, mask, rate)  # (B, M, H), (B, M)
+            for row, index in enumerate(chunk):
+                outputs[index] = soft[row, : int(soft_mask[row].sum())]  # (m_i, H)
+        per_text: list[list[torch.Tensor]] = [[] for _ in token_ids]
+        for (index, _), soft in zip(segments, outputs):
+            per_text[index].append(soft)
+        empty = torch.zeros(0, self.hidden_size, device=self.device, dtype=self.base.dtype)
         return [torch.cat(parts, dim=0) if parts else empty for parts in per_text]
 
     # -- decoding --------------------------------------------------------------------------

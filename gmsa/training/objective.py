@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from gmsa.batching import right_pad
 from gmsa.decoding import activate_decoder
 from gmsa.model import GMSA
 from gmsa.prompting import embed_parts, left_pad, render_parts
-from gmsa.segmenting import split_segments
 from gmsa.training.samples import Sample
 
 if TYPE_CHECKING:
@@ -25,24 +22,15 @@ IGNORE = -100
 def compress_contexts(model: GMSA, samples: list[Sample], rates: list[int]) -> list[list[torch.Tensor]]:
     """Soft tokens of every context, sample i at rates[i]; gradients flow when enabled.
 
-    Segments of the same rate are encoded in one batch.
+    The contexts of all samples at one rate are encoded together, batched by length.
     """
-    by_rate: dict[int, list[tuple[int, int, list[int]]]] = defaultdict(list)
-    for s, (sample, rate) in enumerate(zip(samples, rates)):
-        for c, ids in enumerate(sample.contexts):
-            for segment in split_segments(ids, model.config.segment_tokens):
-                by_rate[rate].append((s, c, segment))
-    pieces: dict[tuple[int, int], list[torch.Tensor]] = defaultdict(list)
-    for rate, items in by_rate.items():
-        ids, mask = right_pad([segment for _, _, segment in items], model.tokenizer.pad_token_id, model.device)
-        soft, soft_mask = model.soft_tokens(ids, mask, rate)  # (N, M, H), (N, M)
-        for row, (s, c, _) in enumerate(items):
-            pieces[(s, c)].append(soft[row, : int(soft_mask[row].sum())])
-    return [
-        [torch.cat(pieces[(s, c)]) if pieces[(s, c)] else soft.new_zeros(0, soft.shape[-1])
-         for c in range(len(sample.contexts))]
-        for s, sample in enumerate(samples)
-    ] if by_rate else [[] for _ in samples]
+    contexts: list[list[torch.Tensor]] = [[] for _ in samples]
+    for rate in sorted(set(rates)):
+        chosen = [s for s, sample_rate in enumerate(rates) if sample_rate == rate]
+        soft = model.soft_tokens_of([ids for s in chosen for ids in samples[s].contexts], rate)
+        for s in chosen:
+            contexts[s], soft = soft[: len(samples[s].contexts)], soft[len(samples[s].contexts):]
+    return contexts
 
 
 class DecoderBatch(NamedTuple):

@@ -11,6 +11,8 @@ from gmsa.batching import right_pad
 from gmsa.encoder import encode
 from gmsa.layers import decoder_core
 from gmsa.prompting import question_message, render_chat, render_parts
+from gmsa.training.objective import compress_contexts
+from gmsa.training.samples import Sample
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. Paris is the capital of France and its largest city.",
@@ -152,6 +154,24 @@ def test_batch_compression_equals_one_by_one(model):
     together = model.compress(TEXTS, rate=2)
     for text, soft in zip(TEXTS, together):
         torch.testing.assert_close(soft, model.compress([text], rate=2)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_training_compresses_each_context_as_inference_does(model):
+    # training batches every context of a step by length, sample i at its own rate; each context's soft
+    # tokens must be what compress() gives that text alone, and gradients must reach the encoder LoRA
+    ids = model.tokenize_contexts(TEXTS)
+    samples = [Sample([ids[0], ids[1]], "", [], []), Sample([ids[2]], "", [], []), Sample([ids[1], ids[0]], "", [], [])]
+    rates = [4, 2, 2]
+    lora = next(p for n, p in model.trained_parameters().items() if n.startswith("encoder.") and "lora_A" in n)
+    lora.requires_grad_(True)
+    contexts = compress_contexts(model, samples, rates)
+    for sample, rate, soft in zip(samples, rates, contexts):
+        assert len(soft) == len(sample.contexts)
+        for context, row in zip(sample.contexts, soft):
+            alone = model.compress([model.tokenizer.decode(context)], rate=rate)[0]
+            torch.testing.assert_close(row.detach(), alone, rtol=1e-4, atol=1e-5)
+    sum(row.pow(2).sum() for soft in contexts for row in soft).backward()
+    assert lora.grad is not None and lora.grad.abs().sum() > 0
 
 
 def test_empty_text_gives_empty_soft_tokens(model):
