@@ -104,17 +104,17 @@ def run(args: argparse.Namespace) -> dict:
     first_token = settings.replace(max_new_tokens=1, min_new_tokens=0)
     rows = []
     # one warm-up so lazy initialisation is not timed
-    model.generate([model.format_question("warm up")], [[examples[0].documents[0]]], max_new_tokens=2)
+    model.answer_questions(["warm up"], [[examples[0].documents[0]]], max_new_tokens=2)
     for example in tqdm(examples, desc="questions"):
-        prompt = [model.format_question(example.question)]
+        question = [example.question]
         tokens = sum(len(ids) for ids in model.tokenize_contexts(example.documents))
         row = {"context_tokens": tokens}
-        _, row["uncompressed_ttft"] = timed(lambda: model.generate(prompt, [example.documents], first_token))
-        _, row["uncompressed_e2e"] = timed(lambda: model.generate(prompt, [example.documents], settings))
+        _, row["uncompressed_ttft"] = timed(lambda: model.answer_questions(question, [example.documents], first_token))
+        _, row["uncompressed_e2e"] = timed(lambda: model.answer_questions(question, [example.documents], settings))
         for rate in rates:
             soft, compress_s = timed(lambda: model.compress(example.documents, rate))
-            _, ttft = timed(lambda: model.generate(prompt, [soft], first_token))
-            _, e2e = timed(lambda: model.generate(prompt, [soft], settings))
+            _, ttft = timed(lambda: model.answer_questions(question, [soft], first_token))
+            _, e2e = timed(lambda: model.answer_questions(question, [soft], settings))
             row[f"r{rate}"] = {
                 "compress": compress_s, "cached_ttft": ttft, "cached_e2e": e2e,
                 "uncached_ttft": compress_s + ttft, "uncached_e2e": compress_s + e2e,

@@ -36,8 +36,8 @@ def restate_documents(restater: GMSA, documents: list[list[str]], rate: int) -> 
 def answer_all(reader: GMSA, questions: list[str], documents: list[list[str]], batch_size: int = 4) -> list[str]:
     answers: list[str] = []
     for first in tqdm(range(0, len(questions), batch_size), desc="answer", leave=False):
-        prompts = [reader.format_question(q) for q in questions[first:first + batch_size]]
-        answers.extend(reader.generate(prompts, documents[first:first + batch_size]))
+        chunk = slice(first, first + batch_size)
+        answers.extend(reader.answer_questions(questions[chunk], documents[chunk]))
     return answers
 
 

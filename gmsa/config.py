@@ -74,10 +74,18 @@ class PromptFormat:
     document_separator: str = "\n"
     question_template: str = "Answer the question using the documents above, in a few words.\nQuestion: {question}"
     restate_instruction: str = "Restate the aforementioned Text."
+    # Text before the documents when answering, e.g. "Question: {question}\n": the decoder then reads the
+    # documents knowing the question. Compression never sees it, so compressed documents stay cacheable.
+    question_preamble: str = ""
 
     def __post_init__(self) -> None:
         if "{question}" not in self.question_template:
             _fail("prompt.question_template", self.question_template, "a template containing '{question}'")
+        for name in ("question_template", "question_preamble"):
+            try:
+                getattr(self, name).format(question="")
+            except (KeyError, IndexError, ValueError):
+                _fail(f"prompt.{name}", getattr(self, name), "a template whose only field is '{question}'")
         if not self.restate_instruction.strip():
             _fail("prompt.restate_instruction", self.restate_instruction, "a non-empty instruction")
 

@@ -289,14 +289,19 @@ class GMSA(nn.Module):
         return left_pad(sequences)
 
     def question_conversations(
-        self, prompts: Sequence[str], contexts: Sequence[Sequence[Context]] | None
+        self,
+        prompts: Sequence[str],
+        contexts: Sequence[Sequence[Context]] | None,
+        preambles: Sequence[str] | None = None,
     ) -> list[list[ChatMessage]]:
         if isinstance(prompts, str):
             raise TypeError("prompts must be a list of strings; use stream() or answer() for one prompt")
         contexts = contexts if contexts is not None else [[] for _ in prompts]
-        if len(prompts) != len(contexts):
-            raise GMSAError(f"got {len(prompts)} prompts but {len(contexts)} context lists")
-        return [[question_message(self.config.prompt, ctx, text)] for text, ctx in zip(prompts, contexts)]
+        preambles = preambles if preambles is not None else ["" for _ in prompts]
+        if not len(prompts) == len(contexts) == len(preambles):
+            raise GMSAError(f"got {len(prompts)} prompts, {len(contexts)} context lists and {len(preambles)} preambles")
+        fmt = self.config.prompt
+        return [[question_message(fmt, ctx, text, pre)] for text, ctx, pre in zip(prompts, contexts, preambles)]
 
     def _settings(self, settings: GenerationSettings | None, overrides: dict) -> GenerationSettings:
         return (settings or self.config.generation).replace(**overrides)
@@ -332,10 +337,12 @@ class GMSA(nn.Module):
         prompts: Sequence[str],
         contexts: Sequence[Sequence[Context]] | None = None,
         settings: GenerationSettings | None = None,
+        preambles: Sequence[str] | None = None,
         **overrides,
     ) -> list[str]:
-        """Answer each prompt; contexts[i] (soft tokens or plain texts) come before prompts[i], in order."""
-        return self.generate_chat(self.question_conversations(prompts, contexts), settings, **overrides)
+        """Answer each prompt; contexts[i] (soft tokens or plain texts) come before prompts[i], in order,
+        after preambles[i] when given (`format_preamble`)."""
+        return self.generate_chat(self.question_conversations(prompts, contexts, preambles), settings, **overrides)
 
     def stream(
         self,
@@ -361,7 +368,25 @@ class GMSA(nn.Module):
         return self.generate([instruction] * len(soft_tokens), [[s] for s in soft_tokens], base, **overrides)
 
     def format_question(self, question: str) -> str:
+        """The instruction after the documents."""
         return self.config.prompt.question_template.format(question=question)
+
+    def format_preamble(self, question: str) -> str:
+        """The text before the documents ("" unless the checkpoint was trained with a `question_preamble`)."""
+        return self.config.prompt.question_preamble.format(question=question)
+
+    def answer_questions(
+        self,
+        questions: Sequence[str],
+        contexts: Sequence[Sequence[Context]],
+        settings: GenerationSettings | None = None,
+        **overrides,
+    ) -> list[str]:
+        """Answer each question over its contexts (soft tokens or plain texts), laid out as KEFT lays out
+        a QA sample: the question preamble (if any), the contexts in order, then the question template."""
+        prompts = [self.format_question(q) for q in questions]
+        preambles = [self.format_preamble(q) for q in questions]
+        return self.generate(prompts, contexts, settings, preambles=preambles, **overrides)
 
     def answer(
         self,
@@ -375,7 +400,7 @@ class GMSA(nn.Module):
         start = time.perf_counter()
         soft = self.compress(list(documents), rate) if documents else []
         compressed = time.perf_counter()
-        text = self.generate([self.format_question(question)], [soft], settings, **overrides)[0]
+        text = self.answer_questions([question], [soft], settings, **overrides)[0]
         done = time.perf_counter()
         rate = rate if rate is not None else self.config.rates[0]
         context_tokens = sum(len(ids) for ids in self.tokenize_contexts(list(documents)))

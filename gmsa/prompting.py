@@ -63,9 +63,11 @@ def render_chat(
     return parts
 
 
-def question_message(fmt: PromptFormat, contexts: Sequence[Context], instruction: str) -> ChatMessage:
-    """The user turn GMSA is trained on: contexts in order, separated, then the instruction."""
-    content: list[Context] = []
+def question_message(
+    fmt: PromptFormat, contexts: Sequence[Context], instruction: str, preamble: str = ""
+) -> ChatMessage:
+    """The user turn GMSA is trained on: the preamble (if any), contexts in order, separated, then the instruction."""
+    content: list[Context] = [preamble] if preamble else []
     for index, context in enumerate(contexts):
         content.extend([fmt.document_separator, context] if index else [context])
     content.extend(["\n", instruction] if contexts else [instruction])
@@ -73,10 +75,11 @@ def question_message(fmt: PromptFormat, contexts: Sequence[Context], instruction
 
 
 def render_parts(
-    tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, contexts: Sequence[Context], instruction: str
+    tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, contexts: Sequence[Context], instruction: str,
+    preamble: str = "",
 ) -> list[torch.Tensor]:
     """The prompt of one question over contexts (soft tokens or plain text), as parts."""
-    return render_chat(tokenizer, fmt, [question_message(fmt, contexts, instruction)])
+    return render_chat(tokenizer, fmt, [question_message(fmt, contexts, instruction, preamble)])
 
 
 def embed_parts(embedding: nn.Embedding, parts: Sequence[torch.Tensor]) -> torch.Tensor:

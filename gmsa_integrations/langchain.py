@@ -228,15 +228,16 @@ class ChatGMSA(LazyRuntime, BaseChatModel):
 
 
 def gmsa_qa_prompt(model: ChatGMSA | None = None) -> ChatPromptTemplate:
-    """The question prompt GMSA is trained on, with `{context}` (the documents) and `{question}`.
+    """The question prompt GMSA is trained on, with `{context}` (the documents) and `{question}`:
+    the question preamble (if any), the documents, then the question template of `model`'s checkpoint.
 
     Use it with `document_separator="\\n"` in `create_stuff_documents_chain` so a chain's prompt is
     the one `GMSA.answer` builds.
     """
     from gmsa.config import PromptFormat
 
-    template = (model.runtime.model.config.prompt if model is not None else PromptFormat()).question_template
-    return ChatPromptTemplate.from_messages([("human", "{context}\n" + template)])
+    fmt = model.runtime.model.config.prompt if model is not None else PromptFormat()
+    return ChatPromptTemplate.from_messages([("human", fmt.question_preamble + "{context}\n" + fmt.question_template)])
 
 
 class MiniLMEmbeddings(Embeddings):

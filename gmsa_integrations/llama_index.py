@@ -209,12 +209,18 @@ class GMSALLM(LazyRuntime, CustomLLM):
 
 
 class GMSASynthesizer(BaseSynthesizer):
-    """Answers from all nodes in one prompt, each node whole, laid out as GMSA is trained:
-    the documents, then the question template of the model's prompt format."""
+    """Answers from all nodes in one prompt, each node whole, laid out as GMSA is trained: the question
+    preamble (if any), the documents, then the question template of the model's prompt format
+    (`prompt`, or the LLM's checkpoint's when not given)."""
 
     def __init__(self, llm: GMSALLM, streaming: bool = False, prompt: PromptFormat | None = None, **kwargs: Any):
         super().__init__(llm=llm, streaming=streaming, **kwargs)
-        self._format = prompt or PromptFormat()
+        self._given_format = prompt
+
+    @property
+    def _format(self) -> PromptFormat:
+        # read from the checkpoint when first needed: the model loads lazily, and answering loads it anyway
+        return self._given_format or self._llm.runtime.model.config.prompt
 
     def _get_prompts(self) -> dict[str, Any]:
         return {}
@@ -223,9 +229,11 @@ class GMSASynthesizer(BaseSynthesizer):
         del prompts  # the layout is fixed by the model's training format
 
     def _prompt(self, query_str: str, text_chunks: Sequence[str]) -> str:
-        documents = self._format.document_separator.join(text_chunks)
-        question = self._format.question_template.format(question=query_str)
-        return f"{documents}\n{question}" if documents else question
+        fmt = self._format
+        documents = fmt.document_separator.join(text_chunks)
+        question = fmt.question_template.format(question=query_str)
+        preamble = fmt.question_preamble.format(question=query_str)
+        return f"{preamble}{documents}\n{question}" if documents else preamble + question
 
     def get_response(self, query_str: str, text_chunks: Sequence[str], **response_kwargs: Any):
         prompt = self._prompt(query_str, text_chunks)

@@ -42,7 +42,6 @@ def predict(model: GMSA, system: System, examples: Sequence[QAExample], document
     start = time.perf_counter()
     for first in tqdm(range(0, len(examples), batch_size), desc=system.name, leave=False):
         chunk = examples[first:first + batch_size]
-        prompts = [model.format_question(e.question) for e in chunk]
         docs = [keep_documents(e, documents) for e in chunk]
         if system.kind == "gmsa":
             contexts = [model.compress(d, system.rate) for d in docs]
@@ -50,7 +49,7 @@ def predict(model: GMSA, system: System, examples: Sequence[QAExample], document
             contexts = docs
         else:
             contexts = [[] for _ in chunk]
-        answers.extend(model.generate(prompts, contexts, max_new_tokens=max_new_tokens))
+        answers.extend(model.answer_questions([e.question for e in chunk], contexts, max_new_tokens=max_new_tokens))
     return answers, (time.perf_counter() - start) / max(len(examples), 1)
 
 

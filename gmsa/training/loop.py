@@ -316,7 +316,8 @@ def validate(run: Run) -> dict[str, float]:
                 contexts = text_contexts(chunk)
             else:
                 contexts = compress_contexts(model, chunk, [rate] * len(chunk))
-            answers = model.generate([s.instruction for s in chunk], contexts, max_new_tokens=config.max_answer_tokens)
+            answers = model.generate([s.instruction for s in chunk], contexts, preambles=[s.preamble for s in chunk],
+                                     max_new_tokens=config.max_answer_tokens)
             for answer, sample in zip(answers, chunk):
                 scores["em"].append(exact_match(answer, sample.answers))
                 scores["f1"].append(token_f1(answer, sample.answers))

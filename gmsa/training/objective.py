@@ -53,7 +53,7 @@ def decoder_batch(model: GMSA, samples: list[Sample], contexts: list[list[torch.
     embedding = model.base.get_input_embeddings()
     sequences, label_rows, tails = [], [], []
     for sample, ctx in zip(samples, contexts):
-        parts = render_parts(model.tokenizer, model.config.prompt, ctx, sample.instruction)
+        parts = render_parts(model.tokenizer, model.config.prompt, ctx, sample.instruction, sample.preamble)
         target = torch.tensor(sample.target, dtype=torch.long)
         sequence = embed_parts(embedding, [*parts, target])  # (T_i, H)
         prompt_length = sequence.shape[0] - target.shape[0]

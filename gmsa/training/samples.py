@@ -19,6 +19,7 @@ class Sample:
     instruction: str
     target: list[int]
     answers: list[str]
+    preamble: str = ""  # text before the contexts (PromptFormat.question_preamble)
 
 
 def ae_samples(
@@ -55,5 +56,6 @@ def qa_samples(
             contexts = tokenizer(documents, add_special_tokens=False).input_ids if documents else []
             answer = tokenizer(example.answers[0], add_special_tokens=False).input_ids[:max_answer_tokens]
             instruction = config.prompt.question_template.format(question=example.question)
-            samples.append(Sample(contexts, instruction, answer + [tokenizer.eos_token_id], example.answers))
+            preamble = config.prompt.question_preamble.format(question=example.question)
+            samples.append(Sample(contexts, instruction, answer + [tokenizer.eos_token_id], example.answers, preamble))
     return samples

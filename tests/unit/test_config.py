@@ -16,6 +16,7 @@ from gmsa import ConfigError, GenerationSettings, GMSAConfig
         ({"keft_mode": "everything"}, "keft_mode"),
         ({"generation": {"max_new_tokens": 0}}, "generation.max_new_tokens"),
         ({"prompt": {"question_template": "no placeholder"}}, "prompt.question_template"),
+        ({"prompt": {"question_preamble": "Question: {query}"}}, "prompt.question_preamble"),
     ],
 )
 def test_invalid_values_name_field_and_value(overrides, field):

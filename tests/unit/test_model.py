@@ -1,5 +1,6 @@
 """GMSA over a tiny random Llama: structure, compression, decoding, checkpoints."""
 
+import dataclasses
 import math
 import warnings
 
@@ -10,9 +11,9 @@ from gmsa import GMSA, CheckpointError, GMSAConfig
 from gmsa.batching import right_pad
 from gmsa.encoder import encode
 from gmsa.layers import decoder_core
-from gmsa.prompting import question_message, render_chat, render_parts
-from gmsa.training.objective import compress_contexts
-from gmsa.training.samples import Sample
+from gmsa.prompting import embed_parts, question_message, render_chat, render_parts
+from gmsa.training.objective import compress_contexts, decoder_batch
+from gmsa.training.samples import Sample, qa_samples
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. Paris is the capital of France and its largest city.",
@@ -234,6 +235,31 @@ def test_chat_places_soft_tokens_where_they_appear(model):
     # The question helper is the same conversation the engine trains on.
     assert model.generate(["What?"], [soft], max_new_tokens=6) == model.generate_chat(
         [[question_message(model.config.prompt, soft, "What?")]], max_new_tokens=6)
+
+
+def test_question_preamble_comes_before_the_documents_everywhere(model, tiny_base, corpus):
+    # a preamble lets the decoder read the documents knowing the question; answering, evaluation and
+    # training must lay it out the same way, and compression must never see it (cacheable documents)
+    fmt = dataclasses.replace(model.config.prompt, question_preamble="Question: {question}\n")
+    model.config = dataclasses.replace(model.config, prompt=fmt)
+    soft = model.compress(TEXTS[:2], rate=4)
+    expected = [[question_message(fmt, soft, model.format_question("who?"), "Question: who?\n")]]
+    parts = render_chat(model.tokenizer, fmt, expected[0])
+    first_soft = next(i for i, p in enumerate(parts) if p.is_floating_point())
+    assert "Question: who?" in model.tokenizer.decode(torch.cat(parts[:first_soft]))
+    answer = model.answer("who?", TEXTS[:2], rate=4, max_new_tokens=6)
+    assert answer.text == model.generate_chat(expected, max_new_tokens=6)[0]
+
+    tokenizer = model.tokenizer
+    sample = qa_samples([str(corpus[1])], tokenizer, model.config, max_documents=2, max_answer_tokens=8)[0]
+    assert sample.preamble == "Question: What is in text 0?\n"
+    contexts = compress_contexts(model, [sample], [4])
+    batch = decoder_batch(model, [sample], contexts)
+    rendered = render_parts(tokenizer, fmt, contexts[0], sample.instruction, sample.preamble)
+    assert "Question: What is in text 0?" in tokenizer.decode(rendered[0]) and rendered[1] is contexts[0][0]
+    embedding = model.base.get_input_embeddings()
+    expected_embeds = torch.cat([embed_parts(embedding, rendered), embedding(torch.tensor(sample.target))])
+    torch.testing.assert_close(batch.embeds[0], expected_embeds)
 
 
 def test_decoder_inputs_are_left_padded_whole(model):
