@@ -1,8 +1,9 @@
 """gmsa: GMSA soft-prompt context compression (Group Merging + Layer Semantic Alignment)."""
 
+from gmsa.answer import Answer
 from gmsa.config import EMBEDDED_BASE, GenerationSettings, GMSAConfig, PromptFormat
 from gmsa.errors import CheckpointError, ConfigError, DataError, GMSAError
-from gmsa.model import GMSA, Answer
+from gmsa.model import GMSA
 
 __all__ = [
     "EMBEDDED_BASE",

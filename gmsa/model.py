@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from gmsa.adapters import add_decoder_adapter, add_encoder_adapter
 from gmsa.alignment import LayerSemanticAlignment
+from gmsa.answer import Answer
 from gmsa.base import load_base, resolve_device, resolve_dtype, weights_fingerprint
 from gmsa.batching import length_batches, pad_rows, right_pad
 from gmsa.checkpoint import load_trained, read_checkpoint, trained_parameters, write_checkpoint
@@ -37,22 +37,6 @@ logger = logging.getLogger(__name__)
 
 BUNDLED_DEFAULT = Path(__file__).parent / "checkpoints" / "default"
 """The checkpoint `GMSA.from_pretrained()` loads: trained over the embedded base model."""
-
-
-@dataclass
-class Answer:
-    """An answer with what it cost: tokens in, soft tokens out, seconds spent."""
-
-    text: str
-    rate: int
-    context_tokens: int
-    soft_tokens: int
-    compress_seconds: float
-    generate_seconds: float
-
-    @property
-    def compression(self) -> float:
-        return self.context_tokens / max(self.soft_tokens, 1)
 
 
 class GMSA(nn.Module):
