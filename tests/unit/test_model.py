@@ -237,7 +237,7 @@ def test_chat_places_soft_tokens_where_they_appear(model):
         [[question_message(model.config.prompt, soft, "What?")]], max_new_tokens=6)
 
 
-def test_question_preamble_comes_before_the_documents_everywhere(model, tiny_base, corpus):
+def test_question_preamble_comes_before_the_documents_everywhere(model, corpus):
     # a preamble lets the decoder read the documents knowing the question; answering, evaluation and
     # training must lay it out the same way, and compression must never see it (cacheable documents)
     fmt = dataclasses.replace(model.config.prompt, question_preamble="Question: {question}\n")
@@ -247,8 +247,13 @@ def test_question_preamble_comes_before_the_documents_everywhere(model, tiny_bas
     parts = render_chat(model.tokenizer, fmt, expected[0])
     first_soft = next(i for i, p in enumerate(parts) if p.is_floating_point())
     assert "Question: who?" in model.tokenizer.decode(torch.cat(parts[:first_soft]))
+    seen = []  # what answer() hands the decoder (the tiny model's answers may be empty text)
+    generate_chat = model.generate_chat
+    model.generate_chat = lambda conversations, *args, **kwargs: seen.extend(conversations) or generate_chat(
+        conversations, *args, **kwargs)
     answer = model.answer("who?", TEXTS[:2], rate=4, max_new_tokens=6)
-    assert answer.text == model.generate_chat(expected, max_new_tokens=6)[0]
+    torch.testing.assert_close(model.decoder_inputs(seen)[0], model.decoder_inputs(expected)[0])
+    assert answer.text == generate_chat(expected, max_new_tokens=6)[0]
 
     tokenizer = model.tokenizer
     sample = qa_samples([str(corpus[1])], tokenizer, model.config, max_documents=2, max_answer_tokens=8)[0]
