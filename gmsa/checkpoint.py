@@ -2,7 +2,8 @@
 
 Layout of a checkpoint folder:
     gmsa_config.json         {"format_version", "base": {"name", "fingerprint"}, "config": {...}}
-    gmsa_weights.safetensors encoder LoRA ("encoder.*"), LSA blocks ("lsa.*"), KEFT weights ("decoder.*")
+    gmsa_weights.safetensors encoder LoRA ("encoder.*"), LSA blocks ("lsa.*"), KEFT weights ("decoder.*"),
+                             slot maps ("merge.*", with group_merge "slot")
 
 Loading is strict: a missing, unexpected or mis-shaped tensor is an error, and so is a base
 model whose weights fingerprint differs from the one the checkpoint was trained on.
@@ -30,7 +31,7 @@ WEIGHTS_FILE = "gmsa_weights.safetensors"
 FORMAT_VERSION = 1
 
 
-def trained_parameters(base: nn.Module, lsa: nn.Module) -> dict[str, nn.Parameter]:
+def trained_parameters(base: nn.Module, lsa: nn.Module, slot_maps: nn.Module | None = None) -> dict[str, nn.Parameter]:
     """Checkpoint name -> parameter, for everything GMSA trains and nothing else."""
     params: dict[str, nn.Parameter] = {}
     for name, param in base.named_parameters():
@@ -40,6 +41,9 @@ def trained_parameters(base: nn.Module, lsa: nn.Module) -> dict[str, nn.Paramete
             params[f"decoder.{name}"] = param
     for name, param in lsa.trainable_state_dict().items():
         params[f"lsa.{name}"] = param
+    if slot_maps is not None:
+        for name, param in slot_maps.named_parameters():
+            params[f"merge.{name}"] = param
     return params
 
 

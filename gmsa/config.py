@@ -24,6 +24,8 @@ KEFT_MODES = ("none", "lora", "full")
 """What KEFT trains in the decoder's `keft_targets` (W_Q, W_K, W_V by default): nothing yet, a LoRA
 adapter of rank `keft_lora_rank`, or a full-rank update (any change of those matrices is reachable)."""
 
+GROUP_MERGES = ("mean", "slot")
+
 
 def _fail(name: str, value: Any, expected: str) -> None:
     raise ConfigError(f"{name}={value!r} is invalid: {expected}")
@@ -112,6 +114,9 @@ class GMSAConfig:
                      buries what the readout reads: SmolLM2 rate-1 loss 3.08 with it, 0.73 gated).
     lora_*:          the encoder's LoRA adapter. The paper uses r=128 on 3B models; the default 32 keeps the
                      adapter's share of encoder compute small on small models (hidden 576 for SmolLM2).
+    group_merge:     "mean" (the paper: average each group of r encoder states) or "slot" (each position in
+                     a group first passes through its own low-rank map, rank `slot_rank`, that starts at zero,
+                     so the mean can keep which token sat where; `gmsa.merging.SlotMaps`).
     rates:           compression rates the model supports (training samples one per example).
     segment_tokens:  the longest token run the encoder reads at once; longer texts are split into segments.
     keft_*:          what knowledge-extraction fine-tuning trained in the decoder.
@@ -127,6 +132,8 @@ class GMSAConfig:
     lora_alpha: int = 64
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    group_merge: str = "mean"
+    slot_rank: int = 32
     rates: tuple[int, ...] = (4, 8, 16)
     segment_tokens: int = 512
     keft_mode: str = "none"
@@ -146,7 +153,7 @@ class GMSAConfig:
         self.keft_targets = tuple(self.keft_targets)
         if not isinstance(self.base_model, str) or not self.base_model.strip():
             _fail("base_model", self.base_model, "a hub id, a local folder or 'embedded:...'")
-        for name in ("encoder_layers", "lsa_layers", "lora_rank", "lora_alpha", "segment_tokens",
+        for name in ("encoder_layers", "lsa_layers", "lora_rank", "lora_alpha", "segment_tokens", "slot_rank",
                      "keft_lora_rank", "keft_lora_alpha"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -170,6 +177,8 @@ class GMSAConfig:
             _fail("lora_targets", self.lora_targets, "at least one module name")
         if self.lsa_output_norm not in LSA_OUTPUT_NORMS:
             _fail("lsa_output_norm", self.lsa_output_norm, f"one of {LSA_OUTPUT_NORMS}")
+        if self.group_merge not in GROUP_MERGES:
+            _fail("group_merge", self.group_merge, f"one of {GROUP_MERGES}")
         if self.keft_mode not in KEFT_MODES:
             _fail("keft_mode", self.keft_mode, f"one of {KEFT_MODES}")
 

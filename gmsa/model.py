@@ -29,7 +29,7 @@ from gmsa.decoding import decode_texts, generate_ids, stream_text
 from gmsa.encoder import encode
 from gmsa.errors import CheckpointError, GMSAError
 from gmsa.layers import decoder_core
-from gmsa.merging import group_merge
+from gmsa.merging import SlotMaps, group_merge
 from gmsa.prompting import ChatMessage, Context, embed_parts, left_pad, question_message, render_chat
 from gmsa.segmenting import split_segments
 
@@ -57,6 +57,9 @@ class GMSA(nn.Module):
         self._tokenizer = tokenizer
         # LSA copies the base's plain lowest layers, so it is built before adapters are injected.
         self.lsa = LayerSemanticAlignment(base, config.lsa_layers, config.lsa_output_norm, config.lsa_gate)
+        self.slot_maps = None
+        if config.group_merge == "slot":
+            self.add_slot_maps()
         add_encoder_adapter(base, config)
         if config.keft_mode != "none":
             add_decoder_adapter(base, config)
@@ -130,11 +133,17 @@ class GMSA(nn.Module):
 
     def trained_parameters(self) -> dict[str, nn.Parameter]:
         """Checkpoint name -> parameter, for every weight GMSA trains."""
-        return trained_parameters(self.base, self.lsa)
+        return trained_parameters(self.base, self.lsa, self.slot_maps)
+
+    def add_slot_maps(self) -> None:
+        """Switch to slot-aware merging (`group_merge="slot"`); it merges as the mean until trained."""
+        slot_maps = SlotMaps(self.hidden_size, self.config.rates, self.config.slot_rank)
+        self.slot_maps = slot_maps.to(self.device).requires_grad_(False)
+        self.config = dataclasses.replace(self.config, group_merge="slot")
 
     @torch.no_grad()
     def compressor_fingerprint(self) -> str:
-        """A hash of everything that decides soft tokens: base weights, encoder adapter, LSA, layout, dtype.
+        """A hash of everything that decides soft tokens: base weights, encoder adapter, slot maps, LSA, layout, dtype.
 
         Soft-token caches key on it, so soft tokens from another (or a retrained) compressor are never
         reused. KEFT weights do not enter: they change the decoder, not the soft tokens.
@@ -142,9 +151,11 @@ class GMSA(nn.Module):
         digest = hashlib.sha256(self.base_fingerprint.encode())
         layout = (self.config.encoder_layers, self.config.encoder_final_norm, self.config.lsa_layers,
                   self.config.lsa_output_norm, self.config.lsa_gate, self.config.segment_tokens, str(self.base.dtype))
+        if self.slot_maps is not None:  # kept out of the mean's layout, so existing fingerprints stay valid
+            layout += ("slot", self.config.slot_rank)
         digest.update(repr(layout).encode())
         for name, param in sorted(self.trained_parameters().items()):
-            if name.startswith(("encoder.", "lsa.")):
+            if name.startswith(("encoder.", "lsa.", "merge.")):
                 digest.update(name.encode())
                 digest.update(param.detach().float().cpu().numpy().tobytes())
         return digest.hexdigest()[:32]
@@ -170,13 +181,19 @@ class GMSA(nn.Module):
         Output: soft (B, ceil(T/r), H), soft_mask (B, ceil(T/r)) True on real soft tokens (a prefix of each row).
         """
         hidden = self._encode(input_ids, mask)  # (B, T) -> (B, T, H)
-        merged, merged_mask = group_merge(hidden, mask, rate)  # (B, T, H) -> (B, M, H), (B, M)
+        merged, merged_mask = self._merge(hidden, mask, rate)  # (B, T, H) -> (B, M, H), (B, M)
         soft = self.lsa(merged, merged_mask.long(), decoder_core(self.base))  # (B, M, H) -> (B, M, H)
         return soft, merged_mask
 
     def _encode(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids, (B, T) mask -> (B, T, H) encoder states."""
         return encode(self.base, input_ids, mask, self.config.encoder_layers, self.config.encoder_final_norm)
+
+    def _merge(self, hidden: torch.Tensor, mask: torch.Tensor, rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, H) encoder states, (B, T) mask -> (B, M, H) merged states, (B, M) mask."""
+        if self.slot_maps is not None:
+            hidden = self.slot_maps(hidden, rate)  # (B, T, H) -> (B, T, H)
+        return group_merge(hidden, mask, rate)
 
     @torch.no_grad()
     def calibrate_alignment(self, token_ids: Sequence[Sequence[int]], batch_size: int = 32) -> None:
@@ -195,7 +212,7 @@ class GMSA(nn.Module):
         merged_rows, mask_rows = [], []
         for rate in self.config.rates:
             for hidden, (_, mask) in zip(states, batches):
-                merged, merged_mask = group_merge(hidden, mask, rate)  # (B, T, H) -> (B, M, H), (B, M)
+                merged, merged_mask = self._merge(hidden, mask, rate)  # (B, T, H) -> (B, M, H), (B, M)
                 merged_rows.extend(merged)
                 mask_rows.extend(merged_mask)
         merged = pad_rows(merged_rows)  # N x (M_i, H) -> (N, M, H)

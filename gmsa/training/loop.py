@@ -80,16 +80,25 @@ def _build_model(config: TrainConfig, device: torch.device) -> GMSA:
                 raise ConfigError(f"model.{key}={wanted!r} does not match the decoder adapter in "
                                   f"{config.init_from} ({key}={have!r}): set it to match")
     model.config = dataclasses.replace(model.config, prompt=config.model.prompt, rates=config.model.rates)
+    if config.model.group_merge == "slot" and model.slot_maps is None:  # they start as the mean: nothing changes
+        model.config = dataclasses.replace(model.config, slot_rank=config.model.slot_rank)
+        model.add_slot_maps()
+    elif config.model.group_merge != model.config.group_merge:
+        raise ConfigError(f"model.group_merge={config.model.group_merge!r}: {config.init_from} merges with "
+                          f"{model.config.group_merge!r} (its slot maps are trained): set model.group_merge=slot")
+    elif model.slot_maps is not None and not set(config.model.rates) <= model.slot_maps.rates:
+        raise ConfigError(f"model.rates={list(config.model.rates)!r}: {config.init_from} has slot maps for rates "
+                          f"{sorted(model.slot_maps.rates)} only")
     return model
 
 
 def _trainable(model: GMSA, config: TrainConfig) -> dict[str, torch.nn.Parameter]:
     params = model.trained_parameters()
     if config.stage == "ae":
-        parts = ("encoder.", "lsa.", "decoder.") if config.ae_decoder else ("encoder.", "lsa.")
+        parts = ("encoder.", "merge.", "lsa.", "decoder.") if config.ae_decoder else ("encoder.", "merge.", "lsa.")
         chosen = {n: p for n, p in params.items() if n.startswith(parts)}
     else:
-        parts = ("encoder.", "lsa.", "decoder.") if config.keft_encoder else ("decoder.",)
+        parts = ("encoder.", "merge.", "lsa.", "decoder.") if config.keft_encoder else ("decoder.",)
         chosen = {n: p for n, p in params.items() if n.startswith(parts)}
     model.requires_grad_(False)
     for param in chosen.values():
@@ -135,7 +144,8 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         model.calibrate_alignment([s.contexts[0] for s in train[: config.calibration_samples]])
     groups = [
         {"params": [p for n, p in trainable.items() if n.startswith("decoder.")], "lr": config.lr},
-        {"params": [p for n, p in trainable.items() if n.startswith("encoder.")], "lr": config.encoder_lr or config.lr},
+        {"params": [p for n, p in trainable.items() if n.startswith(("encoder.", "merge."))],
+         "lr": config.encoder_lr or config.lr},
         {"params": [p for n, p in trainable.items() if n.startswith("lsa.")], "lr": config.lsa_lr or config.lr},
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config.weight_decay)

@@ -56,6 +56,30 @@ def test_keft_encoder_trains_the_compressor_end_to_end(tmp_path, tiny_base, corp
     assert tuned.compressor_fingerprint() != before.compressor_fingerprint()  # so caches of the old ones miss
 
 
+def test_slot_maps_join_a_trained_model_as_the_mean_and_train_with_the_compressor(tmp_path, tiny_base, corpus):
+    ae, _ = corpus
+    first = recipe(tmp_path, tiny_base, ae, tmp_path / "mean")
+    assert train_main(["ae", "--config", str(first), "steps=2"]) == 0
+    mean = GMSA.from_pretrained(tmp_path / "mean" / "final")
+    run = loop.setup(load_recipe(first, ["steps=2", "model.group_merge=slot", f"out_dir={tmp_path / 'slot'}"],
+                                 stage="ae", init_from=str(tmp_path / "mean" / "final")))
+    assert {n for n in run.trainable if n.startswith("merge.")} == {"merge.down.2", "merge.down.4", "merge.up.2",
+                                                                     "merge.up.4"}
+    torch.testing.assert_close(run.model.compress(TEXTS, 4), mean.compress(TEXTS, 4), rtol=0, atol=0)
+    assert run.model.compressor_fingerprint() != mean.compressor_fingerprint()
+    loop.fit(run)
+    slot = GMSA.from_pretrained(tmp_path / "slot" / "final")
+    assert slot.config.group_merge == "slot" and slot.trained_parameters()["merge.up.4"].abs().sum() > 0
+    assert not torch.equal(slot.compress(TEXTS, 4)[0], mean.compress(TEXTS, 4)[0])
+    # continuing it with the mean would drop trained weights; a rate it has no maps for cannot be trained
+    trained = str(tmp_path / "slot" / "final")
+    with pytest.raises(ConfigError, match="set model.group_merge=slot"):
+        loop.setup(load_recipe(first, ["steps=2"], stage="ae", init_from=trained))
+    with pytest.raises(ConfigError, match="slot maps for rates"):
+        loop.setup(load_recipe(first, ["steps=2", "model.group_merge=slot", "model.rates=[2,4,8]"], stage="ae",
+                               init_from=trained))
+
+
 def test_restate_fraction_mixes_restating_into_keft_batches(tmp_path, tiny_base, corpus):
     ae, qa = corpus
     out = tmp_path / "ae"
