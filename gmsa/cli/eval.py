@@ -64,21 +64,9 @@ def run_qa(args: argparse.Namespace) -> dict:
 
 
 def run_compare(specs: list[str]) -> str:
-    from gmsa.evaluation.compare import compare_table, select_system
-    from gmsa.evaluation.qa import System
-    from gmsa.evaluation.report import read_result
+    from gmsa.evaluation.compare import compare_table, load_run
 
-    runs = []
-    for spec in specs:
-        path, _, system = spec.rpartition(":")
-        try:
-            System.parse(system)
-        except ValueError:  # no ":SYSTEM" suffix: the whole spec is the path
-            path, system = spec, None
-        result = read_result(Path(path))
-        name, rows = select_system(result, Path(path), system)
-        label = f"{result.get('label') or result.get('checkpoint')}: {name}"
-        runs.append((label, rows))
+    runs = [load_run(spec) for spec in specs]
     try:
         return compare_table(runs)
     except ValueError as error:

@@ -10,7 +10,8 @@ import math
 from pathlib import Path
 
 from gmsa.errors import DataError
-from gmsa.evaluation.qa import METRICS
+from gmsa.evaluation.qa import METRICS, System
+from gmsa.evaluation.report import read_result
 
 HEADINGS = {"em": "EM", "f1": "F1", "accuracy": "accuracy"}
 
@@ -47,6 +48,18 @@ def select_system(result: dict, path: Path, system: str | None) -> tuple[str, di
                         f"questions ({', '.join(METRICS)} each); run `gmsa-eval qa` again to write them")
     rows = {_question_key(where): {metric: scores[metric][i] for metric in METRICS} for i, where in enumerate(wheres)}
     return system, rows
+
+
+def load_run(spec: str) -> tuple[str, dict[str, dict]]:
+    """"result.json" or "result.json:SYSTEM" -> (label, {question: {metric: score}})."""
+    path, _, system = spec.rpartition(":")
+    try:
+        System.parse(system)
+    except ValueError:  # no ":SYSTEM" suffix: the whole spec is the path
+        path, system = spec, None
+    result = read_result(Path(path))
+    name, rows = select_system(result, Path(path), system)
+    return f"{result.get('label') or result.get('checkpoint')}: {name}", rows
 
 
 def _question_key(where: str) -> str:

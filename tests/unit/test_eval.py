@@ -1,5 +1,6 @@
 """gmsa-eval on a tiny checkpoint: reconstruction and QA results, JSON + Markdown, table merging."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -121,3 +122,30 @@ def test_compare_pairs_one_data_file_named_by_two_paths():
     absolute = select_system(result(["/work/data/qa.jsonl:2", "/work/data/qa.jsonl:3"], [1.0, 0.5]), Path("b"), None)
     table = compare_table([("a", relative[1]), ("b", absolute[1])]).splitlines()
     assert table[3].startswith("| b | 1 | 1.000 | +0.000 ± 0.000")  # only line 2 is shared, and it agrees
+
+
+def test_rate_curve_pairs_every_rate_with_the_reference(tmp_path):
+    script = Path(__file__).parents[2] / "benchmarks" / "rate_curve.py"
+    spec = importlib.util.spec_from_file_location("rate_curve", script)
+    rate_curve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rate_curve)
+
+    def write(name, system, f1):
+        scores = {"answer": ["x"] * len(f1), "em": f1, "f1": f1, "accuracy": f1}
+        where = [f"qa.jsonl:{line}" for line in range(1, len(f1) + 1)]
+        path = tmp_path / name / "result.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps({"task": "qa", "label": name, "systems": {system: {}},
+                                    "per_question": {"where": where, system: scores}}))
+        return str(path)
+
+    reference = rate_curve.load_run(write("baseline", "uncompressed", [1.0, 1.0, 0.0, 1.0]))
+    runs = {4: rate_curve.load_run(write("r4", "gmsa@4", [0.0, 1.0, 0.0, 0.0])),
+            2: rate_curve.load_run(write("r2", "gmsa@2", [1.0, 1.0, 0.0, 0.0]))}
+    result = rate_curve.rate_curve(reference, runs)
+    assert [run["rate"] for run in result["runs"]] == [2, 4] and result["reference"]["f1"] == 0.75
+    assert result["runs"][1]["f1"] == 0.25
+    assert (result["runs"][1]["f1_difference"], result["runs"][1]["f1_se"]) == paired_difference(
+        [1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0])
+    rate_curve.plot(result, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 0
