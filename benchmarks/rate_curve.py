@@ -16,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+from gmsa.errors import GMSAError
 from gmsa.evaluation.compare import load_run, paired_difference
 from gmsa.evaluation.qa import METRICS
 
@@ -24,7 +25,7 @@ def rate_curve(reference: tuple[str, dict], runs: dict[int, tuple[str, dict]]) -
     """Each run's mean and paired difference to the reference, per metric, on the questions all of them share."""
     shared = [q for q in reference[1] if all(q in rows for _, rows in runs.values())]
     if not shared:
-        raise SystemExit("the reference and the runs share no question: evaluate them on the same data file")
+        raise ValueError("the reference and the runs share no question: evaluate them on the same data file")
     result = {"questions": len(shared), "reference": {"label": reference[0]}, "runs": []}
     for metric in METRICS:
         result["reference"][metric] = sum(reference[1][q][metric] for q in shared) / len(shared)
@@ -71,12 +72,17 @@ def main() -> None:
     args = parser.parse_args()
 
     runs = {}
-    for spec in args.runs:
-        rate, separator, source = spec.partition("=")
-        if not separator or not rate.isdigit():
-            parser.error(f"--runs {spec!r}: expected RATE=result.json[:SYSTEM], e.g. 4=results/qa/result.json")
-        runs[int(rate)] = load_run(source)
-    result = rate_curve(load_run(args.reference), runs)
+    try:
+        for spec in args.runs:
+            rate, separator, source = spec.partition("=")
+            if not separator or not rate.isdigit():
+                parser.error(f"--runs {spec!r}: expected RATE=result.json[:SYSTEM], e.g. 4=results/qa/result.json")
+            if int(rate) in runs:
+                parser.error(f"--runs {spec!r}: rate {rate} is given twice")
+            runs[int(rate)] = load_run(source)
+        result = rate_curve(load_run(args.reference), runs)
+    except (GMSAError, ValueError) as error:
+        parser.exit(2, f"rate_curve.py: error: {error}\n")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "rate_curve.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out / "rate_curve.png")

@@ -60,3 +60,15 @@ class SlotMaps(nn.Module):
         low = torch.einsum("bmjh,jhk->bmjk", groups, down.to(groups.dtype))  # (B, M, r, H) -> (B, M, r, R)
         delta = torch.einsum("bmjk,jkh->bmjh", low, up.to(groups.dtype))  # (B, M, r, R) -> (B, M, r, H)
         return (groups + delta).view(batch, -1, size)[:, :length]  # (B, M, r, H) -> (B, T, H)
+
+
+def merge_groups(
+    hidden: torch.Tensor, mask: torch.Tensor, rate: int, slot_maps: SlotMaps | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's merge: `group_merge`, after the slot maps when it has them (`group_merge="slot"`).
+
+    Input:  hidden (B, T, H); mask (B, T). Output: merged (B, ceil(T/r), H); merged_mask (B, ceil(T/r)).
+    """
+    if slot_maps is not None:
+        hidden = slot_maps(hidden, rate)  # (B, T, H) -> (B, T, H)
+    return group_merge(hidden, mask, rate)

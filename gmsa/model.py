@@ -22,14 +22,14 @@ from gmsa.adapters import add_decoder_adapter, add_encoder_adapter
 from gmsa.alignment import LayerSemanticAlignment
 from gmsa.answer import Answer
 from gmsa.base import load_base, resolve_device, resolve_dtype, weights_fingerprint
-from gmsa.batching import length_batches, pad_rows, right_pad
+from gmsa.batching import length_batches, right_pad
 from gmsa.checkpoint import load_trained, read_checkpoint, trained_parameters, write_checkpoint
 from gmsa.config import EMBEDDED_BASE, GenerationSettings, GMSAConfig
 from gmsa.decoding import decode_texts, generate_ids, stream_text
 from gmsa.encoder import encode
 from gmsa.errors import CheckpointError, GMSAError
 from gmsa.layers import decoder_core
-from gmsa.merging import SlotMaps, group_merge
+from gmsa.merging import SlotMaps, merge_groups
 from gmsa.prompting import ChatMessage, Context, embed_parts, left_pad, question_message, render_chat
 from gmsa.segmenting import split_segments
 
@@ -181,49 +181,13 @@ class GMSA(nn.Module):
         Output: soft (B, ceil(T/r), H), soft_mask (B, ceil(T/r)) True on real soft tokens (a prefix of each row).
         """
         hidden = self._encode(input_ids, mask)  # (B, T) -> (B, T, H)
-        merged, merged_mask = self._merge(hidden, mask, rate)  # (B, T, H) -> (B, M, H), (B, M)
+        merged, merged_mask = merge_groups(hidden, mask, rate, self.slot_maps)  # (B, T, H) -> (B, M, H), (B, M)
         soft = self.lsa(merged, merged_mask.long(), decoder_core(self.base))  # (B, M, H) -> (B, M, H)
         return soft, merged_mask
 
     def _encode(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids, (B, T) mask -> (B, T, H) encoder states."""
         return encode(self.base, input_ids, mask, self.config.encoder_layers, self.config.encoder_final_norm)
-
-    def _merge(self, hidden: torch.Tensor, mask: torch.Tensor, rate: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, H) encoder states, (B, T) mask -> (B, M, H) merged states, (B, M) mask."""
-        if self.slot_maps is not None:
-            hidden = self.slot_maps(hidden, rate)  # (B, T, H) -> (B, T, H)
-        return group_merge(hidden, mask, rate)
-
-    @torch.no_grad()
-    def calibrate_alignment(self, token_ids: Sequence[Sequence[int]], batch_size: int = 32) -> None:
-        """Fit the LSA's data-dependent maps on real texts: the affine maps at every configured rate, and a
-        "readout" on rate-1 states (each token's soft token towards its own embedding).
-
-        The AE stage runs this once before its first step (a data-dependent initialisation);
-        each text is read up to `config.segment_tokens` tokens.
-        """
-        texts = [list(ids[: self.config.segment_tokens]) for ids in token_ids if ids]
-        if not texts:
-            raise ValueError("calibrate_alignment needs at least one non-empty text")
-        batches = [right_pad(texts[i:i + batch_size], self.tokenizer.pad_token_id, self.device)
-                   for i in range(0, len(texts), batch_size)]
-        states = [self._encode(ids, mask).float() for ids, mask in batches]  # each (B, T, H)
-        merged_rows, mask_rows = [], []
-        for rate in self.config.rates:
-            for hidden, (_, mask) in zip(states, batches):
-                merged, merged_mask = self._merge(hidden, mask, rate)  # (B, T, H) -> (B, M, H), (B, M)
-                merged_rows.extend(merged)
-                mask_rows.extend(merged_mask)
-        merged = pad_rows(merged_rows)  # N x (M_i, H) -> (N, M, H)
-        mask = pad_rows(mask_rows)  # N x (M_i,) -> (N, M)
-        tokens = None
-        if self.config.lsa_output_norm == "readout":
-            tokens = (pad_rows([row for hidden in states for row in hidden]),  # (N, T, H)
-                      pad_rows([row for _, m in batches for row in m]),  # (N, T)
-                      pad_rows([row for ids, _ in batches for row in ids]))  # (N, T)
-        weight = self.base.get_input_embeddings().weight  # (V, H)
-        self.lsa.calibrate(merged, mask.long(), decoder_core(self.base), weight, tokens)
 
     def tokenize_contexts(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text as the encoder reads them (no special tokens)."""

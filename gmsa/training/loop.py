@@ -28,6 +28,7 @@ from gmsa.adapters import DECODER_ADAPTER, add_decoder_adapter, has_adapter
 from gmsa.errors import ConfigError
 from gmsa.evaluation.metrics import accuracy, bleu4, exact_match, prefix_exact_match, token_f1
 from gmsa.model import GMSA
+from gmsa.training.calibration import calibrate_alignment
 from gmsa.training.distill import Distillation, load_teacher
 from gmsa.training.objective import batch_loss, compress_contexts, mixed_task_loss, sample_rates, text_contexts
 from gmsa.training.recipe import TrainConfig
@@ -141,7 +142,7 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         raise ValueError(f"no training samples in {config.train_data}")
     if config.stage == "ae" and config.init_from is None:
         # Data-dependent start for the LSA's affine maps; a resumed run then loads its trained values.
-        model.calibrate_alignment([s.contexts[0] for s in train[: config.calibration_samples]])
+        calibrate_alignment(model, [s.contexts[0] for s in train[: config.calibration_samples]])
     groups = [
         {"params": [p for n, p in trainable.items() if n.startswith("decoder.")], "lr": config.lr},
         {"params": [p for n, p in trainable.items() if n.startswith(("encoder.", "merge."))],

@@ -12,6 +12,7 @@ from gmsa.batching import right_pad
 from gmsa.encoder import encode
 from gmsa.layers import decoder_core
 from gmsa.prompting import embed_parts, question_message, render_chat, render_parts
+from gmsa.training.calibration import calibrate_alignment
 from gmsa.training.objective import compress_contexts, decoder_batch
 from gmsa.training.samples import Sample, qa_samples
 
@@ -83,14 +84,14 @@ def test_calibration_matches_soft_tokens_to_the_embedding_statistics(tiny_base):
     assert max(len(ids) for ids in gmsa.tokenize_contexts(texts)) <= gmsa.config.segment_tokens
     assert {"lsa.input_affine.scale", "lsa.output_norm.shift"} <= set(gmsa.trained_parameters())
     before = torch.cat(gmsa.compress(texts, rate=2))  # identity affine maps: raw block outputs
-    gmsa.calibrate_alignment(gmsa.tokenize_contexts(texts))
+    calibrate_alignment(gmsa, gmsa.tokenize_contexts(texts))
     soft = torch.cat(gmsa.compress(texts, rate=2))  # (N, H), the same texts it was calibrated on
     table = gmsa.base.get_input_embeddings().weight.float()  # (V, H)
     torch.testing.assert_close(soft.mean(dim=0), table.mean(dim=0), atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(soft.std(dim=0), table.std(dim=0), atol=1e-4, rtol=1e-3)
     assert not torch.allclose(before, soft)
     with pytest.raises(ValueError, match="non-empty"):
-        gmsa.calibrate_alignment([[]])
+        calibrate_alignment(gmsa, [[]])
 
 
 def test_readout_maps_rate_one_states_back_to_their_own_tokens(tiny_base):
@@ -101,7 +102,7 @@ def test_readout_maps_rate_one_states_back_to_their_own_tokens(tiny_base):
     ids, mask = right_pad(token_ids, gmsa.tokenizer.pad_token_id, gmsa.device)
     own = gmsa.base.get_input_embeddings().weight[ids].detach()  # (N, T, H): each token's embedding
     best_constant = (own - own.mean(dim=(0, 1))).pow(2).mean()
-    gmsa.calibrate_alignment(token_ids)
+    calibrate_alignment(gmsa, token_ids)
     with torch.no_grad():
         soft, _ = gmsa.soft_tokens(ids, mask, rate=1)  # (N, T, H): one soft token per token
     assert (soft - own).pow(2).mean() < 0.5 * best_constant  # 0.21 here; no better than a constant: 1.0
