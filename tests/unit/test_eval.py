@@ -12,6 +12,14 @@ from gmsa.evaluation.qa import System
 from gmsa.evaluation.reconstruction import score_reconstruction
 
 
+def load_benchmark(name):
+    """A script of benchmarks/ as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[2] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_scores_of_a_perfect_and_an_empty_restatement():
     text = "the quick brown fox jumps over the lazy dog"
     perfect = score_reconstruction([text], [text], semantic=False)
@@ -125,10 +133,7 @@ def test_compare_pairs_one_data_file_named_by_two_paths():
 
 
 def test_rate_curve_pairs_every_rate_with_the_reference(tmp_path):
-    script = Path(__file__).parents[2] / "benchmarks" / "rate_curve.py"
-    spec = importlib.util.spec_from_file_location("rate_curve", script)
-    rate_curve = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rate_curve)
+    rate_curve = load_benchmark("rate_curve")
 
     def write(name, system, f1):
         scores = {"answer": ["x"] * len(f1), "em": f1, "f1": f1, "accuracy": f1}
@@ -149,3 +154,27 @@ def test_rate_curve_pairs_every_rate_with_the_reference(tmp_path):
         [1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0])
     rate_curve.plot(result, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0
+
+
+def test_training_curve_keeps_a_resumed_runs_later_evaluations(tmp_path):
+    training_curve = load_benchmark("training_curve")
+    run = tmp_path / "ae-run"
+    run.mkdir()
+    records = [{"step": 5, "loss": 2.0, "rates": [4]},
+               {"step": 10, "eval_loss_r4": 1.5, "eval_bleu4_r4": 0.10},
+               {"step": 20, "eval_loss_r4": 1.2, "eval_bleu4_r4": 0.20},   # killed after this, resumed from 10
+               {"step": 20, "eval_loss_r4": 1.1, "eval_bleu4_r4": 0.25}]
+    (run / "log.jsonl").write_text("\n".join(json.dumps(record) for record in records) + "\n")
+    evaluations = training_curve.read_evaluations(run)
+    assert evaluations == {10: {"eval_loss_r4": 1.5, "eval_bleu4_r4": 0.10},
+                           20: {"eval_loss_r4": 1.1, "eval_bleu4_r4": 0.25}}
+    result = training_curve.training_curve({"ae": evaluations}, ["eval_bleu4_r4"])
+    assert result["runs"] == [{"label": "ae", "steps": [10, 20], "eval_bleu4_r4": [0.10, 0.25]}]
+    with pytest.raises(ValueError, match="eval_bleu4_r8: not logged"):
+        training_curve.training_curve({"ae": evaluations}, ["eval_bleu4_r8"])
+    training_curve.plot(training_curve.training_curve({"ae": evaluations}, None), tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 0
+
+    (run / "log.jsonl").write_text(json.dumps(records[1]) + "\n" + '{"loss": 1.0}\n')
+    with pytest.raises(ValueError, match=r"log.jsonl:2: not a gmsa-train log record"):
+        training_curve.read_evaluations(run)
