@@ -28,9 +28,9 @@ def read_evaluations(run: Path) -> dict[int, dict[str, float]]:
         try:
             record = json.loads(line)
             step = int(record["step"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            metrics = {key: float(value) for key, value in record.items() if key.startswith("eval_")}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"{log}:{number}: not a gmsa-train log record ({error})") from None
-        metrics = {key: float(value) for key, value in record.items() if key.startswith("eval_")}
         if metrics:
             evaluations[step] = metrics  # a resumed run's record replaces the killed run's
     if not evaluations:
@@ -87,7 +87,8 @@ def main() -> None:
     args = parser.parse_args()
     labels = args.labels or [run.name for run in args.runs]
     if len(labels) != len(args.runs) or len(set(labels)) != len(labels):
-        parser.error(f"--labels {' '.join(labels)}: give one distinct label per run ({len(args.runs)} runs)")
+        parser.error(f"labels {' '.join(labels)} (--labels, default the folder names): "
+                     f"give one distinct label per run ({len(args.runs)} runs)")
     try:
         result = training_curve({label: read_evaluations(run) for label, run in zip(labels, args.runs)},
                                 args.metrics)
