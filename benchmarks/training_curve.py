@@ -3,7 +3,8 @@
 Reads each run's log.jsonl (no model runs) and keeps its held-out evaluations (`eval_*` keys). A run resumed
 with `--resume` logs the steps after its last checkpoint twice; the later record of a step wins, as the resumed
 run is the one that went on. Writes training_curve.json (every run's evaluations by step) and
-training_curve.png (one panel per metric, one line per run).
+training_curve.png (one panel per metric, one line per run). A run that went on from another's checkpoint
+(`--from`) counts its steps from 0: `--step-offsets` puts it after the steps it continues.
 
     python benchmarks/training_curve.py --runs runs/ae-r4-long runs/probe-mean \\
         --metrics eval_loss_r4 eval_bleu4_r4 --out results/ae-steps
@@ -36,6 +37,11 @@ def read_evaluations(run: Path) -> dict[int, dict[str, float]]:
     if not evaluations:
         raise ValueError(f"{log}: no held-out evaluation logged (eval_every larger than the steps run?)")
     return dict(sorted(evaluations.items()))
+
+
+def shift_steps(evaluations: dict[int, dict[str, float]], offset: int) -> dict[int, dict[str, float]]:
+    """The same evaluations, `offset` steps later (a run that continued another's `offset` steps)."""
+    return {step + offset: row for step, row in evaluations.items()}
 
 
 def training_curve(runs: dict[str, dict[int, dict[str, float]]], metrics: list[str] | None) -> dict:
@@ -83,15 +89,21 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", required=True, type=Path, help="gmsa-train out_dir folders")
     parser.add_argument("--labels", nargs="+", help="one per run (default: the folder names)")
     parser.add_argument("--metrics", nargs="+", help="eval_* keys to plot (default: all logged)")
+    parser.add_argument("--step-offsets", nargs="+", type=int,
+                        help="one per run: steps trained before it (a run started --from another's checkpoint)")
     parser.add_argument("--out", type=Path, default=Path("results/training-curve"))
     args = parser.parse_args()
     labels = args.labels or [run.name for run in args.runs]
     if len(labels) != len(args.runs) or len(set(labels)) != len(labels):
         parser.error(f"labels {' '.join(labels)} (--labels, default the folder names): "
                      f"give one distinct label per run ({len(args.runs)} runs)")
+    offsets = args.step_offsets or [0] * len(args.runs)
+    if len(offsets) != len(args.runs) or min(offsets) < 0:
+        parser.error(f"--step-offsets {' '.join(map(str, offsets))}: give one step count >= 0 per run "
+                     f"({len(args.runs)} runs)")
     try:
-        result = training_curve({label: read_evaluations(run) for label, run in zip(labels, args.runs)},
-                                args.metrics)
+        result = training_curve({label: shift_steps(read_evaluations(run), offset)
+                                 for label, run, offset in zip(labels, args.runs, offsets)}, args.metrics)
     except ValueError as error:
         parser.exit(2, f"training_curve.py: error: {error}\n")
     args.out.mkdir(parents=True, exist_ok=True)

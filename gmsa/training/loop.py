@@ -94,13 +94,12 @@ def _build_model(config: TrainConfig, device: torch.device) -> GMSA:
 
 
 def _trainable(model: GMSA, config: TrainConfig) -> dict[str, torch.nn.Parameter]:
-    params = model.trained_parameters()
+    compressor = ("encoder.", "merge.", "lsa.")
     if config.stage == "ae":
-        parts = ("encoder.", "merge.", "lsa.", "decoder.") if config.ae_decoder else ("encoder.", "merge.", "lsa.")
-        chosen = {n: p for n, p in params.items() if n.startswith(parts)}
+        parts = compressor + ("decoder.",) if config.ae_decoder else compressor
     else:
-        parts = ("encoder.", "merge.", "lsa.", "decoder.") if config.keft_encoder else ("decoder.",)
-        chosen = {n: p for n, p in params.items() if n.startswith(parts)}
+        parts = compressor + ("decoder.",) if config.keft_encoder else ("decoder.",)
+    chosen = {n: p for n, p in model.trained_parameters().items() if n.startswith(parts)}
     model.requires_grad_(False)
     for param in chosen.values():
         param.requires_grad_(True)
@@ -301,7 +300,8 @@ def _reconstruction_scores(run: Run, samples: list[Sample], rate: int) -> dict[s
 
 @torch.no_grad()
 def validate(run: Run) -> dict[str, float]:
-    """Held-out loss per rate (teacher-forced); for KEFT also EM / F1 / accuracy of generated answers."""
+    """Held-out loss per rate (teacher-forced); for KEFT also EM / F1 / accuracy of generated answers; for AE
+    also BLEU-4 / prefix EM of restating the first batch of held-out texts at the first rate (one batch: cheap)."""
     if not run.eval:
         return {}
     model, config = run.model, run.config

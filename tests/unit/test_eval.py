@@ -168,6 +168,7 @@ def test_training_curve_keeps_a_resumed_runs_later_evaluations(tmp_path):
     evaluations = training_curve.read_evaluations(run)
     assert evaluations == {10: {"eval_loss_r4": 1.5, "eval_bleu4_r4": 0.10},
                            20: {"eval_loss_r4": 1.1, "eval_bleu4_r4": 0.25}}
+    assert list(training_curve.shift_steps(evaluations, 1600)) == [1610, 1620]
     result = training_curve.training_curve({"ae": evaluations}, ["eval_bleu4_r4"])
     assert result["runs"] == [{"label": "ae", "steps": [10, 20], "eval_bleu4_r4": [0.10, 0.25]}]
     with pytest.raises(ValueError, match="eval_bleu4_r8: not logged"):
@@ -178,3 +179,16 @@ def test_training_curve_keeps_a_resumed_runs_later_evaluations(tmp_path):
     (run / "log.jsonl").write_text(json.dumps(records[1]) + "\n" + '{"loss": 1.0}\n')
     with pytest.raises(ValueError, match=r"log.jsonl:2: not a gmsa-train log record"):
         training_curve.read_evaluations(run)
+
+
+def test_restated_qa_scores_restatements_without_a_reader(tmp_path):
+    restated_qa = load_benchmark("restated_qa")
+    references = [["Paris"], ["1912", "nineteen twelve"]]
+    documents = [["Paris is the capital.", "Lyon is not."], ["It sank in April."]]
+    assert restated_qa.scores(None, references, documents) == {"answer_in_documents": 0.5}
+    answered = restated_qa.scores(["Paris", "in 1912"], references, documents)
+    assert answered["answer_in_documents"] == 0.5 and answered["em"] == 0.5 and answered["accuracy"] == 1.0
+    result = {"restater": "runs/ae/final", "reader": None, "questions": 2, "documents": 2, "rate": 4,
+              "original": {"answer_in_documents": 1.0}, "restated": {"answer_in_documents": 0.5}}
+    restated_qa.plot(result, tmp_path / "restated_qa.png")
+    assert (tmp_path / "restated_qa.png").stat().st_size > 0
