@@ -7,7 +7,13 @@ from collections.abc import Iterator
 from threading import Lock, Thread
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
+from transformers import (
+    GenerationConfig,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TextIteratorStreamer,
+)
 
 from gmsa.adapters import DECODER_ADAPTER, activate_adapter, has_adapter
 from gmsa.config import GenerationSettings
@@ -47,6 +53,7 @@ def generate_ids(
     mask: torch.Tensor,
     settings: GenerationSettings,
     streamer: TextIteratorStreamer | None = None,
+    logits_processor: LogitsProcessorList | None = None,
 ) -> torch.Tensor:
     """(B, T, H) left-padded prompts -> (B, N) new token ids."""
     activate_decoder(base)
@@ -59,6 +66,7 @@ def generate_ids(
             generation_config=_generation_config(tokenizer, settings),
             tokenizer=tokenizer if settings.stop else None,
             streamer=streamer,
+            logits_processor=logits_processor,
         )
 
 
@@ -74,6 +82,7 @@ def stream_text(
     mask: torch.Tensor,
     settings: GenerationSettings,
     lock: Lock,
+    logits_processor: LogitsProcessorList | None = None,
 ) -> Iterator[str]:
     """Yield text chunks as the decoder produces them (one prompt, (1, T, H)).
 
@@ -83,7 +92,7 @@ def stream_text(
 
     def work() -> None:
         with lock:
-            generate_ids(base, tokenizer, embeds, mask, settings, streamer)
+            generate_ids(base, tokenizer, embeds, mask, settings, streamer, logits_processor)
 
     worker = Thread(target=work, daemon=True)
     worker.start()

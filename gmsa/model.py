@@ -28,6 +28,7 @@ from gmsa.config import EMBEDDED_BASE, GenerationSettings, GMSAConfig
 from gmsa.decoding import decode_texts, generate_ids, stream_text
 from gmsa.encoder import encode
 from gmsa.errors import CheckpointError, GMSAError
+from gmsa.extractive import quote_processors
 from gmsa.layers import decoder_core
 from gmsa.merging import SlotMaps, merge_groups
 from gmsa.prompting import ChatMessage, Context, embed_parts, left_pad, question_message, render_chat
@@ -273,29 +274,44 @@ class GMSA(nn.Module):
 
     @torch.no_grad()
     def generate_chat(
-        self, conversations: Sequence[Sequence[ChatMessage]], settings: GenerationSettings | None = None, **overrides
+        self,
+        conversations: Sequence[Sequence[ChatMessage]],
+        settings: GenerationSettings | None = None,
+        quote_from: Sequence[Sequence[str]] | None = None,
+        **overrides,
     ) -> list[str]:
         """Generate the next assistant turn of each conversation.
 
         A message's content is a string or a list of text pieces and soft tokens (m, H), e.g.
         `{"role": "user", "content": [soft_a, "\\n", soft_b, "\\nWhat is ...?"]}`. `overrides` are
         GenerationSettings fields (max_new_tokens, do_sample, temperature, top_p, repetition_penalty,
-        stop). A batch gives the same outputs as one-by-one calls.
+        stop). `quote_from[i]`, when given, holds texts that answer i must quote (`gmsa.extractive`).
+        A batch gives the same outputs as one-by-one calls.
         """
         resolved = self._settings(settings, overrides)
+        if quote_from is not None and len(quote_from) != len(conversations):
+            raise ValueError(f"quote_from has {len(quote_from)} entries for {len(conversations)} conversations")
+        processors = quote_processors(self.tokenizer, quote_from)
         with self.lock:
             embeds, mask, _ = self.decoder_inputs(conversations)
-            ids = generate_ids(self.base, self.tokenizer, embeds, mask, resolved)
+            ids = generate_ids(self.base, self.tokenizer, embeds, mask, resolved, logits_processor=processors)
         return decode_texts(self.tokenizer, ids, resolved)
 
     def stream_chat(
-        self, conversation: Sequence[ChatMessage], settings: GenerationSettings | None = None, **overrides
+        self,
+        conversation: Sequence[ChatMessage],
+        settings: GenerationSettings | None = None,
+        quote_from: Sequence[str] | None = None,
+        **overrides,
     ) -> Iterator[str]:
-        """Like `generate_chat` for one conversation, yielding text chunks token by token."""
+        """Like `generate_chat` for one conversation (quoting the texts `quote_from` when given), yielding
+        text chunks token by token."""
         resolved = self._settings(settings, overrides)
+        processors = quote_processors(self.tokenizer, None if quote_from is None else [quote_from])
         with self.lock, torch.no_grad():
             embeds, mask, _ = self.decoder_inputs([conversation])
-        yield from stream_text(self.base, self.tokenizer, embeds, mask, resolved, self.lock)
+        yield from stream_text(self.base, self.tokenizer, embeds, mask, resolved, self.lock, processors)
+
 
     def generate(
         self,
@@ -303,11 +319,13 @@ class GMSA(nn.Module):
         contexts: Sequence[Sequence[Context]] | None = None,
         settings: GenerationSettings | None = None,
         preambles: Sequence[str] | None = None,
+        quote_from: Sequence[Sequence[str]] | None = None,
         **overrides,
     ) -> list[str]:
         """Answer each prompt; contexts[i] (soft tokens or plain texts) come before prompts[i], in order,
-        after preambles[i] when given (`format_preamble`)."""
-        return self.generate_chat(self.question_conversations(prompts, contexts, preambles), settings, **overrides)
+        after preambles[i] when given (`format_preamble`); quoting `quote_from[i]` when given."""
+        conversations = self.question_conversations(prompts, contexts, preambles)
+        return self.generate_chat(conversations, settings, quote_from, **overrides)
 
     def stream(
         self,
@@ -345,13 +363,15 @@ class GMSA(nn.Module):
         questions: Sequence[str],
         contexts: Sequence[Sequence[Context]],
         settings: GenerationSettings | None = None,
+        quote_from: Sequence[Sequence[str]] | None = None,
         **overrides,
     ) -> list[str]:
         """Answer each question over its contexts (soft tokens or plain texts), laid out as KEFT lays out
-        a QA sample: the question preamble (if any), the contexts in order, then the question template."""
+        a QA sample: the question preamble (if any), the contexts in order, then the question template.
+        With `quote_from` (the documents' texts, per question) every answer is a quote of them."""
         prompts = [self.format_question(q) for q in questions]
         preambles = [self.format_preamble(q) for q in questions]
-        return self.generate(prompts, contexts, settings, preambles=preambles, **overrides)
+        return self.generate(prompts, contexts, settings, preambles=preambles, quote_from=quote_from, **overrides)
 
     def answer(
         self,
@@ -359,13 +379,16 @@ class GMSA(nn.Module):
         documents: Sequence[str],
         rate: int | None = None,
         settings: GenerationSettings | None = None,
+        extractive: bool = False,
         **overrides,
     ) -> Answer:
-        """Compress each document on its own (so each can be cached), then answer the question."""
+        """Compress each document on its own (so each can be cached), then answer the question;
+        `extractive`: the answer quotes the documents (`gmsa.extractive`, for factoid questions)."""
         start = time.perf_counter()
         soft = self.compress(list(documents), rate) if documents else []
         compressed = time.perf_counter()
-        text = self.answer_questions([question], [soft], settings, **overrides)[0]
+        quote_from = [list(documents)] if extractive else None
+        text = self.answer_questions([question], [soft], settings, quote_from, **overrides)[0]
         done = time.perf_counter()
         rate = rate if rate is not None else self.config.rates[0]
         context_tokens = sum(len(ids) for ids in self.tokenize_contexts(list(documents)))

@@ -135,6 +135,9 @@ class ChatGMSA(LazyRuntime, BaseChatModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     repetition_penalty: float = Field(default=1.3, gt=0.0)
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    extractive: bool = False
+    """Replies quote the compressed documents (constrained decoding, `gmsa.extractive`): for factoid QA,
+    where an answer is a span of a document; nq_dev EM 0.13 -> 0.24 at rate 4 (README)."""
     timeout: float | None = None
     """Accepted for interface parity with hosted chat models; a local model has no network timeouts."""
     max_retries: int = 0
@@ -169,7 +172,8 @@ class ChatGMSA(LazyRuntime, BaseChatModel):
     def _settings(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         return generation_settings(kwargs.get("max_tokens", self.max_tokens),
                                    kwargs.get("temperature", self.temperature), kwargs.get("top_p", self.top_p),
-                                   kwargs.get("repetition_penalty", self.repetition_penalty), stop or self.stop)
+                                   kwargs.get("repetition_penalty", self.repetition_penalty), stop or self.stop,
+                                   kwargs.get("extractive", self.extractive))
 
     def _response_metadata(self, usage: Usage) -> dict[str, Any]:
         return {"model_name": self.model_name, "model_provider": "gmsa", "soft_tokens": usage.soft_tokens,

@@ -119,6 +119,8 @@ class GMSALLM(LazyRuntime, CustomLLM):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     repetition_penalty: float = Field(default=1.3, gt=0.0)
     stop: list[str] | None = None
+    extractive: bool = False
+    """Replies quote the compressed nodes (constrained decoding, `gmsa.extractive`): for factoid QA."""
     context_window: int = Field(default=8192, description="the base model's context (SmolLM2: 8192)")
     soft_token_cache: SoftTokenCache | None = Field(default=None, exclude=True)
     """Where soft tokens are cached; None: the process-wide in-memory cache."""
@@ -137,7 +139,7 @@ class GMSALLM(LazyRuntime, CustomLLM):
         return generation_settings(kwargs.get("max_new_tokens", self.max_new_tokens),
                                    kwargs.get("temperature", self.temperature), kwargs.get("top_p", self.top_p),
                                    kwargs.get("repetition_penalty", self.repetition_penalty),
-                                   kwargs.get("stop", self.stop))
+                                   kwargs.get("stop", self.stop), kwargs.get("extractive", self.extractive))
 
     @staticmethod
     def _messages(messages: Sequence[ChatMessage]) -> list[tuple[str, str]]:

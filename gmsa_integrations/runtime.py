@@ -135,20 +135,33 @@ class GMSARuntime:
         usage.text_tokens = sum(int(p.shape[0]) for p in parts if not p.is_floating_point())
         return conversation, usage
 
-    def generate(self, messages: Sequence[tuple[str, str]], **settings) -> tuple[str, Usage]:
-        """The assistant's reply to (role, text) messages; `settings` are GenerationSettings fields."""
+    @staticmethod
+    def quoted_texts(messages: Sequence[tuple[str, str]], extractive: bool) -> list[str] | None:
+        """The marked documents' texts, which an extractive reply must quote; None when not extractive."""
+        if not extractive:
+            return None
+        return [p.text for _, text in messages for p in split_marked(text) if isinstance(p, MarkedDocument)]
+
+    def generate(self, messages: Sequence[tuple[str, str]], extractive: bool = False,
+                 **settings) -> tuple[str, Usage]:
+        """The assistant's reply to (role, text) messages; `settings` are GenerationSettings fields.
+        `extractive`: the reply quotes the compressed documents (`gmsa.extractive`)."""
         conversation, usage = self.conversation(messages)
-        text = self.model.generate_chat([conversation], **settings)[0]
+        quotes = self.quoted_texts(messages, extractive)
+        text = self.model.generate_chat([conversation], quote_from=None if quotes is None else [quotes],
+                                        **settings)[0]
         usage.output_tokens = self.count_tokens([text])[0]
         return text, usage
 
-    def stream(self, messages: Sequence[tuple[str, str]], **settings) -> tuple[Iterator[str], Usage]:
+    def stream(self, messages: Sequence[tuple[str, str]], extractive: bool = False,
+               **settings) -> tuple[Iterator[str], Usage]:
         """Reply chunks as they come, and the usage (output_tokens filled in once the chunks run out)."""
         conversation, usage = self.conversation(messages)
+        quotes = self.quoted_texts(messages, extractive)
 
         def chunks() -> Iterator[str]:
             text = ""
-            for chunk in self.model.stream_chat(conversation, **settings):
+            for chunk in self.model.stream_chat(conversation, quote_from=quotes, **settings):
                 text += chunk
                 yield chunk
             usage.output_tokens = self.count_tokens([text])[0]
@@ -199,8 +212,9 @@ METADATA_KEYS = ("gmsa_rate", "gmsa_tokens", "gmsa_soft_tokens", "gmsa_relevance
 
 
 def generation_settings(max_tokens: int | None, temperature: float | None, top_p: float | None,
-                        repetition_penalty: float | None, stop: Sequence[str] | None) -> dict:
-    """Framework-style sampling options -> GMSA GenerationSettings overrides (temperature 0: greedy)."""
+                        repetition_penalty: float | None, stop: Sequence[str] | None, extractive: bool = False) -> dict:
+    """Framework-style sampling options -> GMSA GenerationSettings overrides (temperature 0: greedy), and
+    whether the reply quotes the compressed documents (`GMSARuntime.generate`'s `extractive`)."""
     sampling = temperature is not None and temperature > 0
     return {
         "max_new_tokens": max_tokens,
@@ -209,6 +223,7 @@ def generation_settings(max_tokens: int | None, temperature: float | None, top_p
         "top_p": top_p if sampling else None,
         "repetition_penalty": repetition_penalty,
         "stop": tuple(stop) if stop else (),
+        "extractive": bool(extractive),
     }
 
 

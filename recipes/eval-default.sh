@@ -37,6 +37,11 @@ else once qa-baseline-5docs qa --checkpoint runs/baseline-keft-nq/final --label 
         --documents 5 --systems gmsa@4
     once qa300-baseline qa --checkpoint runs/baseline-keft-nq/final --label "uncompressed + KEFT" --data $NQ \
         --limit 300 --documents 5 --systems uncompressed
+    # Both with answers that quote the documents (gmsa/extractive.py), each beside its free answers.
+    once qa300-gmsa-extractive qa --checkpoint runs/default-keft-nq/final --label "GMSA (AE + KEFT)" --data $NQ \
+        --limit 300 --documents 5 --systems gmsa@4 gmsa@4+extractive
+    once qa300-baseline-extractive qa --checkpoint runs/baseline-keft-nq/final --label "uncompressed + KEFT" \
+        --data $NQ --limit 300 --documents 5 --systems uncompressed uncompressed+extractive
     $EVAL compare "$OUT/qa300-baseline/result.json" "$OUT/qa300-gmsa/result.json" > "$OUT/compare-300.md"
     cat "$OUT/compare-300.md"; fi
 $EVAL table "$OUT"/*/result.json > "$OUT/table.md"

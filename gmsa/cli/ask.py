@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="a GMSA checkpoint folder (default: the bundled default model)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--max-new-tokens", type=int, help="longest answer, in tokens")
+    parser.add_argument("--extractive", action="store_true",
+                        help="the answer quotes the documents (constrained decoding, for factoid questions)")
 
 
 def _documents_and_question(args: argparse.Namespace) -> tuple[list[str], str | None, list[str]]:
@@ -47,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model = GMSA.from_pretrained(args.checkpoint, device=args.device)
     loaded = time.perf_counter() - start
-    answer = model.answer(question, documents, args.rate, max_new_tokens=args.max_new_tokens)
+    answer = model.answer(question, documents, args.rate, extractive=args.extractive,
+                          max_new_tokens=args.max_new_tokens)
     print(f"question: {question}")
     print(f"answer:   {answer.text}")
     if references:

@@ -3,6 +3,7 @@
     gmsa-eval reconstruction --texts ../shared/data/ae/wiki_paragraphs.jsonl --last 200 --limit 100 --rates 4 8 16
     gmsa-eval qa --data ../shared/data/qa/nq_dev.jsonl --limit 100 --documents 20 \\
                  --systems gmsa@4 gmsa@8 gmsa@16 uncompressed closed-book
+    gmsa-eval qa ... --systems gmsa@4 gmsa@4+extractive   # +extractive: answers must quote the documents
     gmsa-eval table results/eval-*/result.json          # merge results into one Markdown table
     gmsa-eval compare base/result.json new/result.json:gmsa@4   # paired differences, question by question
 """

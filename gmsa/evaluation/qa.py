@@ -12,27 +12,34 @@ from gmsa.data import QAExample, keep_documents
 from gmsa.evaluation.metrics import accuracy, exact_match, token_f1
 from gmsa.model import GMSA
 
+EXTRACTIVE = "+extractive"
+
 
 @dataclass(frozen=True)
 class System:
-    """How the decoder sees the documents: "gmsa" at `rate`, "uncompressed" text, or "closed-book" (none)."""
+    """How the decoder sees the documents: "gmsa" at `rate`, "uncompressed" text, or "closed-book" (none);
+    `extractive`: every answer must quote the documents (`gmsa.extractive`)."""
 
     kind: str
     rate: int | None = None
+    extractive: bool = False
 
     @property
     def name(self) -> str:
-        return f"gmsa@{self.rate}" if self.kind == "gmsa" else self.kind
+        name = f"gmsa@{self.rate}" if self.kind == "gmsa" else self.kind
+        return f"{name}{EXTRACTIVE}" if self.extractive else name
 
     @classmethod
     def parse(cls, text: str) -> System:
-        """"gmsa@8", "uncompressed" or "closed-book"."""
-        kind, _, rate = text.partition("@")
+        """"gmsa@8", "uncompressed" or "closed-book"; "gmsa@8+extractive" or "uncompressed+extractive"."""
+        body, extractive = (text[: -len(EXTRACTIVE)], True) if text.endswith(EXTRACTIVE) else (text, False)
+        kind, _, rate = body.partition("@")
         if kind == "gmsa" and rate.isdigit():
-            return cls("gmsa", int(rate))
-        if kind in ("uncompressed", "closed-book") and not rate:
-            return cls(kind)
-        raise ValueError(f"system {text!r} is invalid: gmsa@RATE, uncompressed or closed-book")
+            return cls("gmsa", int(rate), extractive)
+        if kind == "uncompressed" and not rate or kind == "closed-book" and not rate and not extractive:
+            return cls(kind, None, extractive)
+        raise ValueError(f"system {text!r} is invalid: gmsa@RATE, uncompressed or closed-book, the first two "
+                         f"optionally with {EXTRACTIVE!r} (answers that quote the documents)")
 
 
 def predict(model: GMSA, system: System, examples: Sequence[QAExample], documents: int, batch_size: int = 4,
@@ -49,7 +56,9 @@ def predict(model: GMSA, system: System, examples: Sequence[QAExample], document
             contexts = docs
         else:
             contexts = [[] for _ in chunk]
-        answers.extend(model.answer_questions([e.question for e in chunk], contexts, max_new_tokens=max_new_tokens))
+        quote_from = docs if system.extractive else None
+        answers.extend(model.answer_questions([e.question for e in chunk], contexts, quote_from=quote_from,
+                                              max_new_tokens=max_new_tokens))
     return answers, (time.perf_counter() - start) / max(len(examples), 1)
 
 

@@ -19,6 +19,11 @@ def test_ask_prints_answer_compression_and_time(tiny_base, tmp_path, capsys):
     assert code == 0
     assert "question: Who?" in out and "expected: fox" in out
     assert "soft tokens (rate 2" in out and "time:" in out
+    assert main(["ask", "--documents", str(tmp_path / "qa.jsonl"), "--record", "1", "--rate", "2", "--extractive",
+                 "--checkpoint", str(tmp_path / "ckpt"), "--device", "cpu"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("answer:"))
+    answer = " ".join(line[len("answer:"):].lower().split())  # quotes match in any case and spacing
+    assert answer and answer in "fox the quick brown fox."  # a quote of the document ("Fox\nThe quick ...")
 
 
 def test_ask_reports_bad_file_with_line(tmp_path, capsys):

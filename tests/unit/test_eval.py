@@ -30,8 +30,11 @@ def test_scores_of_a_perfect_and_an_empty_restatement():
 def test_systems_parse_and_reject_nonsense():
     assert [System.parse(s).name for s in ("gmsa@8", "uncompressed", "closed-book")] == [
         "gmsa@8", "uncompressed", "closed-book"]
-    with pytest.raises(ValueError, match="gmsa@RATE"):
-        System.parse("gmsa")
+    assert System.parse("gmsa@4+extractive") == System("gmsa", 4, extractive=True)
+    assert System.parse("uncompressed+extractive").name == "uncompressed+extractive"
+    for bad in ("gmsa", "gmsa@+extractive", "closed-book+extractive", "gmsa@4+quote"):
+        with pytest.raises(ValueError, match="gmsa@RATE"):
+            System.parse(bad)
 
 
 def test_reconstruction_and_qa_write_json_and_markdown(tiny_checkpoint, tmp_path, capsys):
@@ -50,14 +53,18 @@ def test_reconstruction_and_qa_write_json_and_markdown(tiny_checkpoint, tmp_path
         {"title": c, "text": f"{c} is in France."}, {"title": "x", "text": "Soft tokens are vectors."}], "gold": [0]})
         + "\n" for c in ("Paris", "Lyon")))
     assert eval_main(["qa", "--checkpoint", str(tiny_checkpoint), "--data", str(qa), "--documents", "1",
-                      "--systems", "gmsa@2", "uncompressed", "closed-book", "--device", "cpu",
+                      "--systems", "gmsa@2", "uncompressed", "closed-book", "gmsa@2+extractive", "--device", "cpu",
                       "--max-new-tokens", "4", "--label", "tiny", "--out", str(tmp_path / "q")]) == 0
     result = json.loads((tmp_path / "q" / "result.json").read_text())
-    assert list(result["systems"]) == ["gmsa@2", "uncompressed", "closed-book"]
+    assert list(result["systems"]) == ["gmsa@2", "uncompressed", "closed-book", "gmsa@2+extractive"]
+    documents = [f"{c} {c} is in france." for c in ("paris", "lyon")]
+    for answer, document in zip(result["per_question"]["gmsa@2+extractive"]["answer"], documents):
+        quote = " ".join(answer.lower().split())  # quotes match in any case and spacing
+        assert quote and quote in document  # a quote of its document (a random model would not quote)
     assert all(set(s) == {"em", "f1", "accuracy", "seconds_per_question"} for s in result["systems"].values())
     capsys.readouterr()
     assert eval_main(["table", str(tmp_path / "q" / "result.json"), str(tmp_path / "q" / "result.json")]) == 0
-    assert capsys.readouterr().out.count("tiny: gmsa@2") == 2
+    assert capsys.readouterr().out.count("tiny: gmsa@2 |") == 2
     # reconstruction and QA results together (as recipes/eval-default.sh passes them): one table each
     assert eval_main(["table", str(tmp_path / "r" / "result.json"), str(tmp_path / "q" / "result.json")]) == 0
     tables = capsys.readouterr().out.split("\n\n")

@@ -134,3 +134,24 @@ def test_chat_model_rejects_what_it_cannot_read(checkpoint):
         llm.invoke([ToolMessage("result", tool_call_id="1")])
     with pytest.raises(ValueError, match="text only"):
         llm.invoke([HumanMessage([{"type": "image_url", "image_url": {"url": "data:,"}}])])
+
+
+def test_an_extractive_chat_model_quotes_the_compressed_documents(checkpoint):
+    from langchain_classic.chains.combine_documents import create_stuff_documents_chain
+
+    question = "capital of France?"
+    compressor = GMSACompressor(checkpoint=checkpoint, device="cpu", rate=2)
+    documents = compressor.compress_documents([Document(d) for d in DOCS], question)
+    llm = ChatGMSA(checkpoint=checkpoint, device="cpu", max_tokens=8, extractive=True)
+    chain = create_stuff_documents_chain(llm, gmsa_qa_prompt(llm), document_separator="\n")
+    answer = chain.invoke({"context": documents, "question": question})
+    model = llm.runtime.model
+    engine = model.answer_questions([question], [model.compress(DOCS, 2)], quote_from=[DOCS], max_new_tokens=8)[0]
+    quote = " ".join(answer.lower().split())  # quotes match in any case and spacing
+    assert answer == engine and quote and any(quote in d.lower() for d in DOCS)
+    free = ChatGMSA(checkpoint=checkpoint, device="cpu", max_tokens=8)
+    assert create_stuff_documents_chain(free, gmsa_qa_prompt(free), document_separator="\n").invoke(
+        {"context": documents, "question": question}) != answer, "the random model quotes by itself: no test"
+    message = "\n".join(d.page_content for d in documents) + "\nWhat?"
+    assert "".join(c.text for c in llm.stream(message)).strip() == llm.invoke(message).text
+    assert free.invoke(message, extractive=True).text == llm.invoke(message).text  # also per call

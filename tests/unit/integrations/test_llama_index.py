@@ -113,3 +113,15 @@ def test_query_engine_lays_out_the_checkpoints_question_preamble(preamble_checkp
     assert model.format_preamble(question) == "Question: capital of France?\n"
     torch.testing.assert_close(model.decoder_inputs([conversation])[0], model.decoder_inputs(engine)[0])
     assert (response.response or "") == model.answer(question, DOCS, rate=2, max_new_tokens=8).text
+
+
+def test_an_extractive_llm_quotes_the_compressed_nodes(tiny_checkpoint):
+    post = GMSANodePostprocessor(checkpoint=str(tiny_checkpoint), device="cpu", rate=2)
+    prompt = "\n".join(n.node.get_content() for n in post.postprocess_nodes(nodes(DOCS), QueryBundle("?"))) + "\nWhat?"
+    llm = GMSALLM(checkpoint=str(tiny_checkpoint), device="cpu", max_new_tokens=8, extractive=True)
+    text = llm.complete(prompt).text
+    quote = " ".join(text.lower().split())  # quotes match in any case and spacing
+    assert quote and any(quote in d.lower() for d in DOCS)
+    assert "".join(r.delta for r in llm.stream_complete(prompt)).strip() == text
+    free = GMSALLM(checkpoint=str(tiny_checkpoint), device="cpu", max_new_tokens=8)
+    assert free.complete(prompt).text != text, "the random model quotes by itself: no test"

@@ -1,0 +1,120 @@
+"""Where do the answers come from? Each answer of gmsa-eval QA runs sorted by the document it quotes.
+
+An answer is a quote of a document when it occurs in it from a word start to a word end, in any case
+and spacing (`gmsa.extractive.is_quote`, the rule of extractive decoding). Each answer falls in one
+bin: a quote of a gold document, a quote of another (distractor) document only, or a quote of none
+(a paraphrase, or a name the decoder made up). Right and wrong answers (accuracy) are counted apart.
+
+    python benchmarks/answer_sources.py --documents 5 \\
+        --runs "GMSA rate 4"=benchmarks/results/eval-default/qa300-gmsa/result.json \\
+               "uncompressed + KEFT"=benchmarks/results/eval-default/qa300-baseline/result.json \\
+        --out benchmarks/results/extractive/answer-sources
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from gmsa.data import QAExample, keep_documents, read_qa
+from gmsa.errors import GMSAError
+from gmsa.evaluation.compare import select_system
+from gmsa.evaluation.report import read_result
+from gmsa.extractive import is_quote
+
+BINS = ("gold", "distractor", "none")
+
+
+def source_of(answer: str, example: QAExample, documents: int) -> str:
+    kept = keep_documents(example, documents)
+    gold = {example.documents[i] for i in example.gold}
+    if is_quote(answer, [d for d in kept if d in gold]):
+        return "gold"
+    return "distractor" if is_quote(answer, [d for d in kept if d not in gold]) else "none"
+
+
+def count(answers: list[str], right: list[float], examples: list[QAExample], documents: int) -> dict:
+    table = {outcome: dict.fromkeys(BINS, 0) for outcome in ("right", "wrong")}
+    for answer, correct, example in zip(answers, right, examples):
+        table["right" if correct else "wrong"][source_of(answer, example, documents)] += 1
+    return table
+
+
+def load_answers(spec: str) -> tuple[list[str], list[float], list[QAExample]]:
+    """"result.json[:SYSTEM]" -> its answers, their accuracy, and the questions they answer (read again from
+    the data file the run names, which must be the first N questions of one file, as gmsa-eval's --limit gives)."""
+    path, _, system = spec.rpartition(":")
+    if not path or system.endswith(".json"):
+        path, system = spec, None
+    result = read_result(Path(path))
+    name, _ = select_system(result, Path(path), system)
+    where = result["per_question"]["where"]
+    files = {w.rsplit(":", 1)[0] for w in where}
+    if len(files) != 1:
+        raise GMSAError(f"{path}: its questions come from {len(files)} files, not one")
+    examples = read_qa(files.pop(), limit=len(where))
+    if [e.where for e in examples] != where:
+        raise GMSAError(f"{path}: its questions are not the first {len(where)} of their file")
+    scores = result["per_question"][name]
+    return scores["answer"], scores["accuracy"], examples
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(result["runs"])
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(labels) + 1.8))
+    colours = {"gold": "tab:green", "distractor": "tab:orange", "none": "tab:red"}
+    for y, label in enumerate(labels):
+        left = 0
+        for outcome, alpha in (("right", 1.0), ("wrong", 0.45)):
+            for where in BINS:
+                width = result["runs"][label][outcome][where]
+                ax.barh(y, width, left=left, color=colours[where], alpha=alpha,
+                        label=f"{outcome}: quotes {where}" if y == 0 else None)
+                left += width
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"answers ({result['questions']} questions, {result['documents']} documents)")
+    ax.set_title("What each answer quotes: a gold document, a distractor, or no document", fontsize=9)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", required=True, metavar="LABEL=RESULT[:SYSTEM]",
+                        help="labelled gmsa-eval qa result.json files (name the system where a file has several)")
+    parser.add_argument("--documents", type=int, required=True, help="documents per question, as the runs had")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    result: dict = {"documents": args.documents, "runs": {}}
+    for spec in args.runs:
+        label, _, run_spec = spec.partition("=")
+        if not run_spec:
+            sys.exit(f"answer_sources.py: error: {spec!r}: pass LABEL=RESULT[:SYSTEM]")
+        try:
+            answers, right, examples = load_answers(run_spec)
+        except GMSAError as error:
+            sys.exit(f"answer_sources.py: error: {error}")
+        result["questions"] = len(examples)
+        result["runs"][label] = count(answers, right, examples, args.documents)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "answer_sources.json").write_text(json.dumps(result, indent=2))
+    plot(result, args.out / "answer_sources.png")
+    print(f"{'run':<32} | {'right: gold / distractor / none':<31} | wrong: gold / distractor / none")
+    for label, table in result["runs"].items():
+        right, wrong = (" / ".join(f"{table[o][b]:3d}" for b in BINS) for o in ("right", "wrong"))
+        print(f"{label:<32} | {right:<31} | {wrong}")
+    print(f"wrote {args.out}/answer_sources.json and answer_sources.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Extractive answers: generation constrained to quote a span of the documents.
+
+A RAG system holds the text of every document it compresses, even though the decoder reads only
+soft tokens. When answers are spans of those documents (factoid QA), that text can constrain
+decoding at almost no cost: the decoder still reads soft tokens only (no prefill of the text), and
+at each step the best-scoring token that keeps the answer a quote is taken. The answer must start at
+a word start of some document and end (EOS) at a word end; matching ignores case and runs of
+whitespace. Measured on nq_dev in BENCHMARKS.md ("Answers that quote the documents").
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
+
+
+def _normal(text: str) -> str:
+    """Lower case, each run of whitespace one space: how quotes are matched."""
+    return re.sub(r"[ \t\n\r\f\v]+", " ", text.lower())
+
+
+@functools.lru_cache(maxsize=4)
+def token_pieces(tokenizer: PreTrainedTokenizerBase) -> tuple[dict[str, list[int]], int]:
+    """Every token's text, normalised as quotes are matched -> the token ids that decode to it, and the
+    longest such text."""
+    pieces: dict[str, list[int]] = {}
+    special = set(tokenizer.all_special_ids)
+    for token in range(len(tokenizer)):
+        if token in special:
+            continue
+        text = _normal(tokenizer.decode([token]))
+        if text and "\ufffd" not in text:  # a partial UTF-8 byte cannot be matched against text
+            pieces.setdefault(text, []).append(token)
+    return pieces, max(map(len, pieces))
+
+
+def _word_starts(source: str) -> list[int]:
+    return [i for i in range(len(source)) if not source[i].isspace() and (i == 0 or not source[i - 1].isalnum())]
+
+
+def _ends_a_word(source: str, end: int, quote: str) -> bool:
+    return end == len(source) or not (source[end].isalnum() and quote[-1].isalnum())
+
+
+def is_quote(text: str, sources: Sequence[str]) -> bool:
+    """Is `text` a whole quote of a source as `QuoteConstraint` matches one (from a word start to a word end,
+    any case and spacing)? Greedy decoding under the constraint leaves such an answer as it was."""
+    quote = _normal(text).strip()
+    for source in map(_normal, sources):
+        for at in _word_starts(source):
+            if quote and source.startswith(quote, at) and _ends_a_word(source, at + len(quote), quote):
+                return True
+    return False
+
+
+class QuoteConstraint(LogitsProcessor):
+    """Allow only the tokens that keep each row's generated text a quote of that row's sources, and EOS
+    once it is a whole quote (it ends at a word end). The quote starts at a word start; case and runs of
+    whitespace are ignored. A row with nothing left to quote is left unconstrained (it may end).
+
+    Generation must run from input embeddings, so `input_ids` holds the generated tokens only (B, N).
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, sources: Sequence[Sequence[str]]) -> None:
+        self.tokenizer = tokenizer
+        self.sources = [[_normal(s) for s in row] for row in sources]
+        self.starts = [[_word_starts(s) for s in row] for row in self.sources]
+        self.pieces, self.longest = token_pieces(tokenizer)
+
+    def _allowed(self, row: int, so_far: str) -> tuple[set[int], bool]:
+        """Tokens that continue the quote `so_far` in this row's sources, and whether it may end here."""
+        allowed: set[int] = set()
+        complete = False
+        for source, starts in zip(self.sources[row], self.starts[row]):
+            for at in starts:
+                if not source.startswith(so_far, at):
+                    continue
+                end = at + len(so_far)
+                rest = source[end:end + self.longest]
+                if so_far and _ends_a_word(source, end, so_far):
+                    complete = True
+                # A first token may carry the space before its word, but must hold more than the space.
+                ahead = ((rest, 1), (" " + rest, 2)) if not so_far else ((rest, 1),)
+                for text, shortest in ahead:
+                    for length in range(shortest, len(text) + 1):
+                        allowed.update(self.pieces.get(text[:length], ()))
+        return allowed, complete
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[0] != len(self.sources):
+            raise ValueError(f"QuoteConstraint got {input_ids.shape[0]} rows for {len(self.sources)} source lists")
+        keep = torch.zeros_like(scores, dtype=torch.bool)  # (B, V)
+        for row, ids in enumerate(input_ids.tolist()):
+            so_far = _normal(self.tokenizer.decode(ids, skip_special_tokens=True)).lstrip()
+            allowed, complete = self._allowed(row, so_far)
+            if not allowed and not complete:
+                keep[row] = True  # nothing to quote (or the quote was left): leave this row free
+                continue
+            keep[row, list(allowed)] = True
+            if complete:
+                keep[row, self.tokenizer.eos_token_id] = True
+        return scores.masked_fill(~keep, float("-inf"))  # (B, V)
+
+
+def quote_processors(
+    tokenizer: PreTrainedTokenizerBase, quote_from: Sequence[Sequence[str]] | None
+) -> LogitsProcessorList | None:
+    """Generation's logits processors for answers that quote `quote_from[i]` (row i); None: unconstrained."""
+    return None if quote_from is None else LogitsProcessorList([QuoteConstraint(tokenizer, quote_from)])
