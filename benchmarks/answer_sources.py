@@ -5,6 +5,10 @@ and spacing (`gmsa.extractive.is_quote`, the rule of extractive decoding). Each 
 bin: a quote of a gold document, a quote of another (distractor) document only, or a quote of none
 (a paraphrase, or a name the decoder made up). Right and wrong answers (accuracy) are counted apart.
 
+Greedy extractive decoding leaves every answer that already is a whole quote as it was, so only the
+"none" answers can change: each run's EM / F1 / accuracy with extractive decoding lies between its
+score less what its "none" answers score and its score plus what they miss (printed as bounds).
+
     python benchmarks/answer_sources.py --documents 5 \\
         --runs "GMSA rate 4"=benchmarks/results/eval-default/qa300-gmsa/result.json \\
                "uncompressed + KEFT"=benchmarks/results/eval-default/qa300-baseline/result.json \\
@@ -35,14 +39,27 @@ def source_of(answer: str, example: QAExample, documents: int) -> str:
     return "distractor" if is_quote(answer, [d for d in kept if d not in gold]) else "none"
 
 
-def count(answers: list[str], right: list[float], examples: list[QAExample], documents: int) -> dict:
-    table = {outcome: dict.fromkeys(BINS, 0) for outcome in ("right", "wrong")}
-    for answer, correct, example in zip(answers, right, examples):
-        table["right" if correct else "wrong"][source_of(answer, example, documents)] += 1
+def count(answers: list[str], scores: dict[str, list[float]], examples: list[QAExample], documents: int) -> dict:
+    table: dict = {outcome: dict.fromkeys(BINS, 0) for outcome in ("right", "wrong")}
+    sources = [source_of(answer, example, documents) for answer, example in zip(answers, examples)]
+    for where, correct in zip(sources, scores["accuracy"]):
+        table["right" if correct else "wrong"][where] += 1
+    table["extractive_bounds"] = extractive_bounds(sources, scores)
     return table
 
 
-def load_answers(spec: str) -> tuple[list[str], list[float], list[QAExample]]:
+def extractive_bounds(sources: list[str], scores: dict[str, list[float]]) -> dict[str, list[float]]:
+    """[low, high] of each metric if the answers that quote no document were decoded again as quotes."""
+    bounds = {}
+    for metric in ("em", "f1", "accuracy"):
+        values, count = scores[metric], len(scores[metric])
+        mean = sum(values) / count
+        free = [v for v, where in zip(values, sources) if where == "none"]
+        bounds[metric] = [mean - sum(free) / count, mean + sum(1 - v for v in free) / count]
+    return bounds
+
+
+def load_answers(spec: str) -> tuple[list[str], dict[str, list[float]], list[QAExample]]:
     """"result.json[:SYSTEM]" -> its answers, their accuracy, and the questions they answer (read again from
     the data file the run names, which must be the first N questions of one file, as gmsa-eval's --limit gives)."""
     path, _, system = spec.rpartition(":")
@@ -58,7 +75,7 @@ def load_answers(spec: str) -> tuple[list[str], list[float], list[QAExample]]:
     if [e.where for e in examples] != where:
         raise GMSAError(f"{path}: its questions are not the first {len(where)} of their file")
     scores = result["per_question"][name]
-    return scores["answer"], scores["accuracy"], examples
+    return scores["answer"], {m: scores[m] for m in ("em", "f1", "accuracy")}, examples
 
 
 def plot(result: dict, path: Path) -> None:
@@ -101,18 +118,20 @@ def main() -> None:
         if not run_spec:
             sys.exit(f"answer_sources.py: error: {spec!r}: pass LABEL=RESULT[:SYSTEM]")
         try:
-            answers, right, examples = load_answers(run_spec)
+            answers, scores, examples = load_answers(run_spec)
         except GMSAError as error:
             sys.exit(f"answer_sources.py: error: {error}")
         result["questions"] = len(examples)
-        result["runs"][label] = count(answers, right, examples, args.documents)
+        result["runs"][label] = count(answers, scores, examples, args.documents)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "answer_sources.json").write_text(json.dumps(result, indent=2))
     plot(result, args.out / "answer_sources.png")
-    print(f"{'run':<32} | {'right: gold / distractor / none':<31} | wrong: gold / distractor / none")
+    print(f"{'run':<32} | {'right: gold / distractor / none':<31} | {'wrong: gold / distractor / none':<31} | "
+          "extractive EM / F1 would lie in")
     for label, table in result["runs"].items():
         right, wrong = (" / ".join(f"{table[o][b]:3d}" for b in BINS) for o in ("right", "wrong"))
-        print(f"{label:<32} | {right:<31} | {wrong}")
+        em, f1 = (table["extractive_bounds"][m] for m in ("em", "f1"))
+        print(f"{label:<32} | {right:<31} | {wrong:<31} | [{em[0]:.3f}, {em[1]:.3f}] / [{f1[0]:.3f}, {f1[1]:.3f}]")
     print(f"wrote {args.out}/answer_sources.json and answer_sources.png")
 
 

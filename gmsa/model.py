@@ -288,10 +288,9 @@ class GMSA(nn.Module):
         stop). `quote_from[i]`, when given, holds texts that answer i must quote (`gmsa.extractive`).
         A batch gives the same outputs as one-by-one calls.
         """
-        resolved = self._settings(settings, overrides)
+        resolved, processors = self._settings(settings, overrides), quote_processors(self.tokenizer, quote_from)
         if quote_from is not None and len(quote_from) != len(conversations):
             raise ValueError(f"quote_from has {len(quote_from)} entries for {len(conversations)} conversations")
-        processors = quote_processors(self.tokenizer, quote_from)
         with self.lock:
             embeds, mask, _ = self.decoder_inputs(conversations)
             ids = generate_ids(self.base, self.tokenizer, embeds, mask, resolved, logits_processor=processors)
@@ -311,7 +310,6 @@ class GMSA(nn.Module):
         with self.lock, torch.no_grad():
             embeds, mask, _ = self.decoder_inputs([conversation])
         yield from stream_text(self.base, self.tokenizer, embeds, mask, resolved, self.lock, processors)
-
 
     def generate(
         self,
@@ -387,8 +385,8 @@ class GMSA(nn.Module):
         start = time.perf_counter()
         soft = self.compress(list(documents), rate) if documents else []
         compressed = time.perf_counter()
-        quote_from = [list(documents)] if extractive else None
-        text = self.answer_questions([question], [soft], settings, quote_from, **overrides)[0]
+        quotes = [list(documents)] if extractive else None
+        text = self.answer_questions([question], [soft], settings, quotes, **overrides)[0]
         done = time.perf_counter()
         rate = rate if rate is not None else self.config.rates[0]
         context_tokens = sum(len(ids) for ids in self.tokenize_contexts(list(documents)))
