@@ -71,7 +71,6 @@ def test_a_row_without_sources_is_free_and_rows_must_match(model):
         model.answer_questions(["a?", "b?"], [[], []], quote_from=[["Paris"]])
 
 
-
 def test_a_whole_quote_runs_from_a_word_start_to_a_word_end():
     assert is_quote("paris  IS", ["Hello. Paris is\nthe capital."])  # any case and spacing
     assert is_quote("(born 1955)", ["Jesse Corti (born 1955) is an actor."])
