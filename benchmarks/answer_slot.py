@@ -26,6 +26,7 @@ from tqdm import tqdm
 from gmsa import GMSA
 from gmsa.data import QAExample, keep_documents, read_qa
 from gmsa.encoder import encode
+from gmsa.errors import GMSAError
 from gmsa.evaluation.metrics import accuracy, exact_match, token_f1
 from gmsa.layers import decoder_core
 from gmsa.merging import group_merge, merge_groups
@@ -61,8 +62,6 @@ def shifted_soft_tokens(model: GMSA, text: str, rate: int, offset: int) -> torch
     ids = torch.tensor([model.tokenize_contexts([text])[0]], device=model.device)  # (1, T)
     mask = torch.ones_like(ids)  # (1, T)
     hidden = encode(model.base, ids, mask, model.config.encoder_layers, model.config.encoder_final_norm)  # (1, T, H)
-    if model.slot_maps is not None:
-        raise SystemExit("answer_slot.py: slot-map checkpoints are not supported (their slots are fixed at 0)")
     rest, rest_mask = merge_groups(hidden[:, offset:], mask[:, offset:], rate)  # (1, T-o, H) -> (1, M, H)
     if offset:
         head, head_mask = group_merge(hidden[:, :offset], mask[:, :offset], offset)  # (1, o, H) -> (1, 1, H)
@@ -117,10 +116,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/answer-slot"))
     args = parser.parse_args()
 
-    model = GMSA.from_pretrained(args.checkpoint, device=args.device)
-    rate = model.config.check_rate(args.rate)
+    try:
+        examples = read_qa(args.data, limit=args.questions)
+        model = GMSA.from_pretrained(args.checkpoint, device=args.device)
+        rate = model.config.check_rate(args.rate)
+    except GMSAError as error:
+        parser.exit(2, f"answer_slot.py: error: {error}\n")
+    if model.slot_maps is not None:  # their maps are tied to slots counted from the document's first token
+        parser.exit(2, "answer_slot.py: error: checkpoints with model.group_merge=slot are not supported\n")
     records = []
-    for example in tqdm(read_qa(args.data, limit=args.questions), desc="questions"):
+    for example in tqdm(examples, desc="questions"):
         documents = keep_documents(example, args.documents)
         located = answer_token(model, example, documents)
         if located is None or located[1] < rate:  # not verbatim in a gold document, or inside the first group

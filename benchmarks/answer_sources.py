@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from gmsa.data import QAExample, keep_documents, read_qa
 from gmsa.errors import GMSAError
-from gmsa.evaluation.compare import select_system
-from gmsa.evaluation.report import read_result
+from gmsa.evaluation.compare import read_run
 from gmsa.extractive import is_quote
 
 BINS = ("gold", "distractor", "none")
@@ -62,11 +60,8 @@ def extractive_bounds(sources: list[str], scores: dict[str, list[float]]) -> dic
 def load_answers(spec: str) -> tuple[list[str], dict[str, list[float]], list[QAExample]]:
     """"result.json[:SYSTEM]" -> its answers, their accuracy, and the questions they answer (read again from
     the data file the run names, which must be the first N questions of one file, as gmsa-eval's --limit gives)."""
-    path, _, system = spec.rpartition(":")
-    if not path or system.endswith(".json"):
-        path, system = spec, None
-    result = read_result(Path(path))
-    name, _ = select_system(result, Path(path), system)
+    result, name, _ = read_run(spec)
+    path = spec.removesuffix(f":{name}")
     where = result["per_question"]["where"]
     files = {w.rsplit(":", 1)[0] for w in where}
     if len(files) != 1:
@@ -116,11 +111,11 @@ def main() -> None:
     for spec in args.runs:
         label, _, run_spec = spec.partition("=")
         if not run_spec:
-            sys.exit(f"answer_sources.py: error: {spec!r}: pass LABEL=RESULT[:SYSTEM]")
+            parser.error(f"--runs {spec!r}: expected LABEL=RESULT[:SYSTEM], e.g. GMSA=results/qa/result.json")
         try:
             answers, scores, examples = load_answers(run_spec)
         except GMSAError as error:
-            sys.exit(f"answer_sources.py: error: {error}")
+            parser.exit(2, f"answer_sources.py: error: {error}\n")
         result["questions"] = len(examples)
         result["runs"][label] = count(answers, scores, examples, args.documents)
     args.out.mkdir(parents=True, exist_ok=True)

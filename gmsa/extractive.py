@@ -66,6 +66,11 @@ class QuoteConstraint(LogitsProcessor):
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, sources: Sequence[Sequence[str]]) -> None:
+        for index, row in enumerate(sources):
+            if isinstance(row, str) or not all(isinstance(s, str) for s in row):
+                hint = " (wrap one text in a list)" if isinstance(row, str) else ""
+                raise TypeError(f"quote_from[{index}] must be a list of the texts answer {index} may quote, "
+                                f"not {type(row).__name__}{hint}")
         self.tokenizer = tokenizer
         self.sources = [[_normal(s) for s in row] for row in sources]
         self.starts = [[_word_starts(s) for s in row] for row in self.sources]

@@ -50,8 +50,8 @@ def select_system(result: dict, path: Path, system: str | None) -> tuple[str, di
     return system, rows
 
 
-def load_run(spec: str) -> tuple[str, dict[str, dict]]:
-    """"result.json" or "result.json:SYSTEM" -> (label, {question: {metric: score}})."""
+def read_run(spec: str) -> tuple[dict, str, dict[str, dict]]:
+    """"result.json" or "result.json:SYSTEM" -> (the whole result, the system's name, {question: {metric: score}})."""
     path, _, system = spec.rpartition(":")
     try:
         System.parse(system)
@@ -59,6 +59,12 @@ def load_run(spec: str) -> tuple[str, dict[str, dict]]:
         path, system = spec, None
     result = read_result(Path(path))
     name, rows = select_system(result, Path(path), system)
+    return result, name, rows
+
+
+def load_run(spec: str) -> tuple[str, dict[str, dict]]:
+    """"result.json" or "result.json:SYSTEM" -> (label, {question: {metric: score}})."""
+    result, name, rows = read_run(spec)
     return f"{result.get('label') or result.get('checkpoint')}: {name}", rows
 
 
