@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from threading import Lock, Thread
 
 import torch
@@ -17,6 +17,7 @@ from transformers import (
 
 from gmsa.adapters import DECODER_ADAPTER, activate_adapter, has_adapter
 from gmsa.config import GenerationSettings
+from gmsa.extractive import respell
 
 
 def activate_decoder(base: PreTrainedModel) -> None:
@@ -70,8 +71,12 @@ def generate_ids(
         )
 
 
-def decode_texts(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor, settings: GenerationSettings) -> list[str]:
+def decode_texts(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor, settings: GenerationSettings,
+                 quote_from: Sequence[Sequence[str]] | None = None) -> list[str]:
+    """(B, N) ids -> texts cut at a stop sequence; quotes of `quote_from[i]` in the sources' spelling."""
     texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    if quote_from is not None:
+        texts = [respell(text, sources) for text, sources in zip(texts, quote_from)]
     return [cut_at_stop(text, settings.stop).strip() for text in texts]
 
 
@@ -83,10 +88,12 @@ def stream_text(
     settings: GenerationSettings,
     lock: Lock,
     logits_processor: LogitsProcessorList | None = None,
+    quote_from: Sequence[str] | None = None,
 ) -> Iterator[str]:
     """Yield text chunks as the decoder produces them (one prompt, (1, T, H)).
 
-    Generation runs in a worker thread holding `lock`; stop sequences end the stream.
+    Generation runs in a worker thread holding `lock`; stop sequences end the stream. Quotes of
+    `quote_from` come in the sources' spelling, as `decode_texts` gives them.
     """
     streamer = TextIteratorStreamer(tokenizer, skip_special_tokens=True)
 
@@ -97,11 +104,13 @@ def stream_text(
     worker = Thread(target=work, daemon=True)
     worker.start()
     hold = max((len(s) for s in settings.stop), default=1) - 1  # a tail that may start a stop sequence
-    text, emitted, stopped = "", 0, False
+    raw, text, emitted, stopped = "", "", 0, False
     for chunk in streamer:
         if stopped:
             continue  # drain, so the worker can finish
-        text += chunk
+        raw += chunk
+        # Quotes are shown as far as their spelling is settled (respell: the same as the whole answer's).
+        text = raw if quote_from is None else respell(raw, quote_from, settled_only=True)
         visible = cut_at_stop(text, settings.stop)
         stopped = len(visible) < len(text)
         if not stopped and hold:
@@ -110,5 +119,6 @@ def stream_text(
             yield visible[emitted:]
             emitted = len(visible)
     worker.join()
+    text = raw if quote_from is None else cut_at_stop(respell(raw, quote_from), settings.stop)
     if not stopped and len(text) > emitted:
         yield text[emitted:]

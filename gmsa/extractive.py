@@ -11,16 +11,35 @@ whitespace. Measured on nq_dev in BENCHMARKS.md ("Answers that quote the documen
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Sequence
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
+WHITESPACE = frozenset(" \t\n\r\f\v")
+
+
+def _normal_map(text: str) -> tuple[str, list[int]]:
+    """`text` normalised as quotes are matched (each character lower-cased, each run of whitespace one space),
+    and for each normalised character the index of the character of `text` it comes from."""
+    normal: list[str] = []
+    origin: list[int] = []
+    for index, char in enumerate(text):
+        if char in WHITESPACE:
+            if normal and normal[-1] == " " and origin[-1] == index - 1:
+                origin[-1] = index  # the run goes on: one space, from the run's last character
+                continue
+            piece = " "
+        else:
+            piece = char.lower()  # one character may lower to two ("İ")
+        normal.append(piece)
+        origin.extend([index] * len(piece))
+    return "".join(normal), origin
+
 
 def _normal(text: str) -> str:
-    """Lower case, each run of whitespace one space: how quotes are matched."""
-    return re.sub(r"[ \t\n\r\f\v]+", " ", text.lower())
+    """How quotes are matched: lower case, each run of whitespace one space."""
+    return _normal_map(text)[0]
 
 
 @functools.lru_cache(maxsize=4)
@@ -55,6 +74,60 @@ def is_quote(text: str, sources: Sequence[str]) -> bool:
             if quote and source.startswith(quote, at) and _ends_a_word(source, at + len(quote), quote):
                 return True
     return False
+
+
+def respell(text: str, sources: Sequence[str], settled_only: bool = False) -> str:
+    """`text` with the characters it quotes written as the source writes them.
+
+    Quotes match in any case, so a decoder may write "DriNkInG" for a document's "drinking". The spelling
+    comes from the first source span (from a word start) that quotes the longest quoted start of `text`;
+    whitespace, and characters past the end of the quote, stay as generated. With `settled_only`, only the
+    longest start whose spelling no continuation of `text` can change is returned (every span still
+    quoting it spells it alike): a stream that shows that while generating, then the whole, shows exactly
+    what `respell` gives once generation is done.
+    """
+    maps = [_normal_map(source) for source in sources]
+    quoted, ranges = "", []  # the normalised text as QuoteConstraint matches it; each character's range in it
+    for char in text:
+        if char in WHITESPACE:
+            quoted += " " if quoted and not quoted.endswith(" ") else ""
+            ranges.append(None)
+        else:
+            ranges.append((len(quoted), len(quoted) + len(char.lower())))
+            quoted += char.lower()
+    matched = {(k, at): _common_prefix(normal, at, quoted)
+               for k, (normal, _) in enumerate(maps) for at in _word_starts(normal)}
+    longest = max(matched.values(), default=0)
+    spans = [span for span, length in matched.items() if length == longest] if longest else []
+    if not spans:
+        return text
+
+    def spelled(k: int, at: int) -> list[str]:
+        out, last = [], None  # last: the source character written last (one may lower to two)
+        for char, where in zip(text, ranges):
+            if where is None or where[1] > longest:
+                out.append(char)
+                last = None
+                continue
+            origin = list(dict.fromkeys(maps[k][1][at + where[0]:at + where[1]]))
+            out.append("".join(sources[k][i] for i in origin if i != last))
+            last = origin[-1]
+        return out
+
+    first = spelled(*spans[0])
+    if not settled_only:
+        return "".join(first)
+    others = [spelled(*span) for span in spans[1:]]
+    settled = next((i for i, piece in enumerate(first) if any(o[i] != piece for o in others)), len(first))
+    return "".join(first[:settled])
+
+
+def _common_prefix(source: str, at: int, quoted: str) -> int:
+    """How many characters of `quoted` the source repeats from `at` on."""
+    length = 0
+    while length < len(quoted) and at + length < len(source) and source[at + length] == quoted[length]:
+        length += 1
+    return length
 
 
 class QuoteConstraint(LogitsProcessor):

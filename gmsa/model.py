@@ -294,7 +294,7 @@ class GMSA(nn.Module):
         with self.lock:
             embeds, mask, _ = self.decoder_inputs(conversations)
             ids = generate_ids(self.base, self.tokenizer, embeds, mask, resolved, logits_processor=processors)
-        return decode_texts(self.tokenizer, ids, resolved)
+        return decode_texts(self.tokenizer, ids, resolved, quote_from)
 
     def stream_chat(
         self,
@@ -309,7 +309,7 @@ class GMSA(nn.Module):
         processors = quote_processors(self.tokenizer, None if quote_from is None else [quote_from])
         with self.lock, torch.no_grad():
             embeds, mask, _ = self.decoder_inputs([conversation])
-        yield from stream_text(self.base, self.tokenizer, embeds, mask, resolved, self.lock, processors)
+        yield from stream_text(self.base, self.tokenizer, embeds, mask, resolved, self.lock, processors, quote_from)
 
     def generate(
         self,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gmsa import GMSA
-from gmsa.extractive import QuoteConstraint, is_quote
+from gmsa.extractive import QuoteConstraint, is_quote, respell
 
 DOCUMENTS = ["Paris is the capital of France and its largest city.", "The quick brown fox jumps over the lazy dog."]
 
@@ -35,6 +35,7 @@ def test_constrained_answers_quote_their_documents(model):
     assert not all(starts_a_quote(a, s) for a, s in zip(free, sources)), "the random model quotes by itself: no test"
     for answer, row in zip(quoted, sources):
         assert answer.strip() and starts_a_quote(answer, row), (answer, row)
+        assert any(" ".join(answer.split()) in " ".join(d.split()) for d in row), (answer, row)  # as spelled there
     # one by one gives the same quotes (the constraint follows each row on its own)
     alone = [model.answer_questions([q], [c], quote_from=[s], max_new_tokens=12)[0]
              for q, c, s in zip(questions, contexts, sources)]
@@ -79,3 +80,19 @@ def test_a_whole_quote_runs_from_a_word_start_to_a_word_end():
     assert not is_quote("aris", ["Paris"])  # not from a word start
     assert not is_quote("Par", ["Paris"])  # not to a word end
     assert not is_quote("", ["Paris"]) and not is_quote("x", [])
+
+
+def test_quotes_are_respelled_as_their_source_writes_them():
+    sources = ["He was Drinking  water in\nNew York.", "The Jungle Book (İstanbul edition) is the book."]
+    assert respell("DriNkInG", sources) == "Drinking"
+    assert respell(" drinking water in new   YORK", sources) == " Drinking water in New   York"  # spaces kept
+    assert respell("the jungle BOOK (i̇stanbul", sources) == "The Jungle Book (İstanbul"  # one char lowers to two
+    assert respell("THE BOOK.", sources) == "the book."  # the span that quotes it, not the first "The"
+    assert respell("new yorkshire", sources) == "New Yorkshire"  # past the end of the quote: as generated
+    assert respell("xyz new", sources) == "xyz new"
+    # While "the" could still become "The Jungle" or "the book", its spelling is not settled.
+    assert respell("the", sources, settled_only=True) == ""
+    text = " the book. And more"
+    for end in range(len(text) + 1):  # what a stream shows at any point is the start of the whole answer
+        assert respell(text, sources).startswith(respell(text[:end], sources, settled_only=True))
+    assert respell(text, sources) == " the book. And more"
