@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from gmsa_integrations._optional import require
 
@@ -61,7 +61,7 @@ class GMSACompressor(LazyRuntime, BaseDocumentCompressor):
     Documents come back with their text in a GMSA span and metadata `gmsa_rate`, `gmsa_tokens`
     (the text's token count), `gmsa_soft_tokens` and, when ranking, `gmsa_relevance`. With
     `top_n`, `score_threshold` or `reorder`, documents are first scored against the query with
-    all-MiniLM-L6-v2 and filtered / sorted (most relevant first).
+    all-MiniLM-L6-v2 and filtered / sorted (`reorder`).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -74,7 +74,9 @@ class GMSACompressor(LazyRuntime, BaseDocumentCompressor):
     """Compression rate; None: the checkpoint's first rate."""
     top_n: int | None = Field(default=None, ge=1)
     score_threshold: float | None = None
-    reorder: bool = False
+    reorder: bool | Literal["first", "last"] = False
+    """True or "first": the most relevant document first; "last": last, next to the question (what the
+    bundled default reads best, BENCHMARKS.md "Reranking")."""
     soft_token_cache: SoftTokenCache | None = Field(default=None, exclude=True)
     """Where soft tokens are cached; None: the process-wide in-memory cache."""
     _runtime: GMSARuntime | None = PrivateAttr(default=None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from gmsa_integrations._optional import require
 
@@ -70,7 +70,9 @@ class GMSANodePostprocessor(LazyRuntime, BaseNodePostprocessor):
     rate: int | None = None
     top_n: int | None = Field(default=None, ge=1)
     score_threshold: float | None = None
-    reorder: bool = False
+    reorder: bool | Literal["first", "last"] = False
+    """True or "first": the most relevant document first; "last": last, next to the question (what the
+    bundled default reads best, BENCHMARKS.md "Reranking")."""
     soft_token_cache: SoftTokenCache | None = Field(default=None, exclude=True)
     """Where soft tokens are cached; None: the process-wide in-memory cache."""
     _runtime: GMSARuntime | None = PrivateAttr(default=None)

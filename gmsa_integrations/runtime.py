@@ -178,13 +178,9 @@ class GMSARuntime:
 
     def rank(self, query: str, texts: Sequence[str]) -> list[float]:
         """MiniLM cosine similarity of each text to the query."""
-        from gmsa.similarity import sentence_embedder
+        from gmsa.similarity import relevance
 
-        embedder = sentence_embedder("cuda" if self.model.device.type == "cuda" else "cpu")
-        options = {"convert_to_tensor": True, "normalize_embeddings": True, "show_progress_bar": False}
-        query_vector = embedder.encode([query], **options)  # (1, 384)
-        text_vectors = embedder.encode(list(texts), **options)  # (N, 384)
-        return (text_vectors @ query_vector.T).squeeze(-1).tolist()
+        return relevance(query, list(texts), "cuda" if self.model.device.type == "cuda" else "cpu")
 
 
 class LazyRuntime:
@@ -234,10 +230,11 @@ def compress_for_query(
     rate: int | None = None,
     top_n: int | None = None,
     score_threshold: float | None = None,
-    reorder: bool = False,
+    reorder: bool | str = False,
 ) -> list[CompressedText]:
-    """Optionally rank texts by MiniLM relevance to the query (keep top_n / above a threshold,
-    most relevant first with reorder), then compress each kept text and mark it for GMSA models."""
+    """Optionally rank texts by MiniLM relevance to the query (keep top_n / above a threshold; with reorder
+    True or "first" the most relevant first, with "last" the most relevant last, next to the question that
+    follows the documents), then compress each kept text and mark it for GMSA models."""
     from gmsa_integrations.markup import mark_document, split_marked
 
     # A text that is already a marked document (compressed twice) is compressed from its content.
@@ -247,6 +244,8 @@ def compress_for_query(
         plain.append(pieces[0].text if len(pieces) == 1 and isinstance(pieces[0], MarkedDocument) else text)
     order = list(range(len(plain)))
     scores: list[float | None] = [None] * len(plain)
+    if reorder not in (False, True, "first", "last"):
+        raise ValueError(f"reorder={reorder!r} is invalid: False, True / 'first' (most relevant first) or 'last'")
     if plain and (top_n is not None or score_threshold is not None or reorder):
         scores = runtime.rank(query, plain)
         if reorder or top_n is not None:
@@ -257,6 +256,8 @@ def compress_for_query(
             order = order[:top_n]
             if not reorder:
                 order.sort()
+        if reorder == "last":
+            order.reverse()
     rate = runtime.check_rate(rate)
     kept = [i for i in order if plain[i].strip()]
     soft = dict(zip(kept, runtime.compress([plain[i] for i in kept], rate)))

@@ -52,15 +52,17 @@ def run_reconstruction(args: argparse.Namespace) -> dict:
 
 def run_qa(args: argparse.Namespace) -> dict:
     from gmsa.data import read_qa
-    from gmsa.evaluation.qa import System, evaluate_qa
+    from gmsa.evaluation.qa import System, check_rerank, evaluate_qa
 
     try:
         systems = [System.parse(s) for s in args.systems]
+        check_rerank(args.rerank, args.documents)  # before the model loads
     except ValueError as error:
         raise GMSAError(str(error)) from None
     examples = read_qa(args.data, limit=args.limit)
     model = _load(args)
-    result = evaluate_qa(model, examples, systems, args.documents, args.batch_size, args.max_new_tokens)
+    result = evaluate_qa(model, examples, systems, args.documents, args.batch_size, args.max_new_tokens, args.rerank,
+                         args.rerank_order)
     return {"task": "qa", "source": str(args.data), **result}
 
 
@@ -90,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     qa.add_argument("--data", type=Path, required=True, help="QA or reference-schema JSONL")
     qa.add_argument("--limit", type=int, default=100, help="first N questions")
     qa.add_argument("--documents", type=int, default=20, help="documents per question (gold ones kept)")
+    qa.add_argument("--rerank", type=int, metavar="N",
+                    help="every system reads only the N documents closest to the question (MiniLM)")
+    qa.add_argument("--rerank-order", choices=("last", "first"), default="last",
+                    help="with --rerank: the most relevant document last (next to the question) or first")
     qa.add_argument("--systems", nargs="+", default=["gmsa@4", "gmsa@8", "gmsa@16", "uncompressed", "closed-book"])
     qa.add_argument("--max-new-tokens", type=int, default=32)
     _common(qa)

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from gmsa.data import QAExample, keep_documents
 from gmsa.evaluation.metrics import accuracy, exact_match, token_f1
 from gmsa.model import GMSA
+from gmsa.similarity import most_relevant
 
 EXTRACTIVE = "+extractive"
 
@@ -42,14 +43,28 @@ class System:
                          f"optionally with {EXTRACTIVE!r} (answers that quote the documents)")
 
 
+def check_rerank(rerank: int | None, documents: int) -> None:
+    if rerank is not None and not 1 <= rerank <= documents:
+        raise ValueError(f"rerank={rerank} is invalid: keep between 1 and documents={documents} documents")
+
+
+def select_documents(example: QAExample, documents: int, rerank: int | None, device: str | None,
+                     order: str = "last") -> list[str]:
+    """The example's first `documents` (gold kept); with `rerank`, only the `rerank` of them most similar to the
+    question in MiniLM space, the most relevant `order` ("last": next to the question)."""
+    kept = keep_documents(example, documents)
+    return most_relevant([example.question], [kept], rerank, device, order)[0] if rerank else kept
+
+
 def predict(model: GMSA, system: System, examples: Sequence[QAExample], documents: int, batch_size: int = 4,
-            max_new_tokens: int = 32) -> tuple[list[str], float]:
-    """Answers to every question under `system`, and the mean seconds per question."""
+            max_new_tokens: int = 32, rerank: int | None = None, order: str = "last") -> tuple[list[str], float]:
+    """Answers to every question under `system`, and the mean seconds per question (reranking included)."""
     answers: list[str] = []
+    embedder_device = "cuda" if model.device.type == "cuda" else "cpu"
     start = time.perf_counter()
     for first in tqdm(range(0, len(examples), batch_size), desc=system.name, leave=False):
         chunk = examples[first:first + batch_size]
-        docs = [keep_documents(e, documents) for e in chunk]
+        docs = [select_documents(e, documents, rerank, embedder_device, order) for e in chunk]
         if system.kind == "gmsa":
             contexts = [model.compress(d, system.rate) for d in docs]
         elif system.kind == "uncompressed":
@@ -66,16 +81,20 @@ METRICS = {"em": exact_match, "f1": token_f1, "accuracy": accuracy}
 
 
 def evaluate_qa(model: GMSA, examples: Sequence[QAExample], systems: Sequence[System], documents: int,
-                batch_size: int = 4, max_new_tokens: int = 32) -> dict:
+                batch_size: int = 4, max_new_tokens: int = 32, rerank: int | None = None,
+                rerank_order: str = "last") -> dict:
     """{"systems": {name: {em, f1, accuracy, seconds_per_question}}, "examples": first answers,
     "per_question": {"where": [file:line, ...], name: {"answer": [...], "em": [...], "f1": [...], "accuracy": [...]}}}.
 
     The per-question scores let `gmsa-eval compare` pair two runs question by question.
     """
-    results: dict = {"questions": len(examples), "documents": documents, "systems": {}, "examples": [],
+    check_rerank(rerank, documents)
+    results: dict = {"questions": len(examples), "documents": documents, "rerank": rerank,
+                     "rerank_order": rerank_order if rerank else None, "systems": {}, "examples": [],
                      "per_question": {"where": [e.where for e in examples]}}
     for system in systems:
-        answers, seconds = predict(model, system, examples, documents, batch_size, max_new_tokens)
+        answers, seconds = predict(model, system, examples, documents, batch_size, max_new_tokens, rerank,
+                                   rerank_order)
         scores = {name: [metric(a, e.answers) for a, e in zip(answers, examples)] for name, metric in METRICS.items()}
         results["systems"][system.name] = {name: sum(values) / len(examples) for name, values in scores.items()}
         results["systems"][system.name]["seconds_per_question"] = seconds

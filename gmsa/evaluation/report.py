@@ -47,6 +47,14 @@ def _label(result: dict, name: str) -> str:
     return f"{result['label']}: {name}" if result.get("label") else name
 
 
+def _documents(result: dict) -> str:
+    """"5", or "5, top 2 (best last)" when gmsa-eval qa --rerank kept the two most relevant of them (results
+    written before --rerank-order put the most relevant first)."""
+    if not result.get("rerank"):
+        return str(result["documents"])
+    return f"{result['documents']}, top {result['rerank']} (best {result.get('rerank_order') or 'first'})"
+
+
 def markdown_table(results: list[dict]) -> str:
     """One table for QA results or one for reconstruction results (not mixed)."""
     kinds = {r["task"] for r in results}
@@ -57,7 +65,7 @@ def markdown_table(results: list[dict]) -> str:
                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in results:
             for name, s in r["systems"].items():
-                lines.append(f"| {_label(r, name)} | {r['checkpoint']} | {r['questions']} | {r['documents']} | "
+                lines.append(f"| {_label(r, name)} | {r['checkpoint']} | {r['questions']} | {_documents(r)} | "
                              f"{s['em']:.3f} | {s['f1']:.3f} | {s['accuracy']:.3f} | {s['seconds_per_question']:.2f} |")
         return "\n".join(lines)
     lines = ["| rate | checkpoint | texts | BLEU-4 | ROUGE-L | prefix EM | MiniLM similarity |",

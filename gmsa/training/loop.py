@@ -112,7 +112,8 @@ def _split(samples: list[Sample], config: TrainConfig, tokenizer, model_config) 
             held_out = ae_samples([config.eval_data], tokenizer, model_config, config.max_text_tokens)
         else:
             held_out = qa_samples([config.eval_data], tokenizer, model_config, config.max_documents,
-                                  config.max_answer_tokens)
+                                  config.max_answer_tokens, config.rerank_documents,
+                                  config.rerank_order)
         return samples, held_out[: config.eval_samples]
     holdout = config.holdout or config.eval_samples
     if len(samples) <= holdout:
@@ -135,7 +136,7 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
         samples = ae_samples(config.train_data, model.tokenizer, model.config, config.max_text_tokens)
     else:
         samples = qa_samples(config.train_data, model.tokenizer, model.config, config.max_documents,
-                             config.max_answer_tokens)
+                             config.max_answer_tokens, config.rerank_documents, config.rerank_order)
     train, held_out = _split(samples, config, model.tokenizer, model.config)
     if not train:
         raise ValueError(f"no training samples in {config.train_data}")

@@ -60,6 +60,10 @@ class TrainConfig:
                       On SmolLM2-135M neither weight 1 nor 10 improved nq_dev answers (BENCHMARKS.md,
                       "Distilling from the fine-tuned uncompressed baseline").
     max_documents:    KEFT examples keep at most this many documents (gold documents first kept).
+    rerank_documents: KEFT examples keep only this many of their `max_documents`, those closest to the question
+                      in MiniLM space, in `rerank_order`: train as `gmsa-eval qa --rerank` hands the decoder
+                      its documents.
+    rerank_order:     "last" (the most relevant document next to the question) or "first".
     max_answer_tokens: KEFT targets are cut to this many tokens.
     precision:        "fp32" or "bf16-mixed" (autocast on CUDA or CPU, fp32 master weights).
     gradient_checkpointing: recompute each layer's activations in the backward pass instead of keeping
@@ -92,6 +96,8 @@ class TrainConfig:
     distill_logits: float = 0.0
     distill_hidden: float = 0.0
     max_documents: int = 5
+    rerank_documents: int | None = None
+    rerank_order: str = "last"
     max_answer_tokens: int = 32
     eval_every: int = 200
     eval_samples: int = 32
@@ -126,6 +132,14 @@ class TrainConfig:
                 raise ConfigError(f"{name}={value!r} is invalid: a learning rate > 0")
         if self.holdout is not None and (not isinstance(self.holdout, int) or self.holdout < self.eval_samples):
             raise ConfigError(f"holdout={self.holdout!r} is invalid: an integer >= eval_samples ({self.eval_samples})")
+        if self.rerank_documents is not None and not (
+                isinstance(self.rerank_documents, int) and not isinstance(self.rerank_documents, bool)
+                and 1 <= self.rerank_documents <= self.max_documents):
+            raise ConfigError(f"rerank_documents={self.rerank_documents!r} is invalid: an integer from 1 to "
+                              f"max_documents ({self.max_documents}), or null to keep them all in their order")
+        if self.rerank_order not in ("first", "last"):
+            raise ConfigError(f"rerank_order={self.rerank_order!r} is invalid: 'first' or 'last' (where the most "
+                              f"relevant document goes)")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio!r} is invalid: a number in [0, 1)")
         if self.precision not in ("fp32", "bf16-mixed"):

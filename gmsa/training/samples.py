@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,9 @@ from transformers import PreTrainedTokenizerBase
 
 from gmsa.config import GMSAConfig
 from gmsa.data import keep_documents, read_qa, read_texts
+from gmsa.similarity import most_relevant
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,16 +48,22 @@ def restate_samples(samples: list[Sample], instruction: str, eos_id: int, max_to
 
 
 def qa_samples(
-    paths: list[str], tokenizer: PreTrainedTokenizerBase, config: GMSAConfig, max_documents: int, max_answer_tokens: int
+    paths: list[str], tokenizer: PreTrainedTokenizerBase, config: GMSAConfig, max_documents: int,
+    max_answer_tokens: int, rerank: int | None = None, rerank_order: str = "last",
 ) -> list[Sample]:
-    """KEFT samples: answer the question from the documents; the target is the first reference answer."""
+    """KEFT samples: answer the question from the documents; the target is the first reference answer.
+    With `rerank`, only the `rerank` documents most similar to the question (MiniLM) are kept, the most relevant
+    `rerank_order` ("last": next to the question): what `gmsa-eval qa --rerank` hands the decoder."""
     samples = []
     for path in paths:
-        for example in read_qa(Path(path)):
-            if not example.answers:
-                continue
-            documents = keep_documents(example, max_documents)
-            contexts = tokenizer(documents, add_special_tokens=False).input_ids if documents else []
+        examples = [e for e in read_qa(Path(path)) if e.answers]
+        documents = [keep_documents(e, max_documents) for e in examples]
+        if rerank is not None:
+            logger.info("ranking the documents of %d questions in %s (MiniLM)", len(examples), path)
+            documents = most_relevant([e.question for e in examples], documents, rerank, order=rerank_order,
+                                      progress=True)
+        for example, kept in zip(examples, documents):
+            contexts = tokenizer(kept, add_special_tokens=False).input_ids if kept else []
             answer = tokenizer(example.answers[0], add_special_tokens=False).input_ids[:max_answer_tokens]
             instruction = config.prompt.question_template.format(question=example.question)
             preamble = config.prompt.question_preamble.format(question=example.question)

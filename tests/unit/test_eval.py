@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from gmsa.cli.eval import main as eval_main
+from gmsa.data import read_qa
 from gmsa.evaluation.compare import compare_table, paired_difference, select_system
-from gmsa.evaluation.qa import System
+from gmsa.evaluation.qa import System, select_documents
 from gmsa.evaluation.reconstruction import score_reconstruction
 
 
@@ -87,6 +88,31 @@ def test_reconstruction_and_qa_write_json_and_markdown(tiny_checkpoint, tmp_path
     # a file with several systems needs one named
     assert eval_main(["compare", str(tmp_path / "q" / "result.json"), str(tmp_path / "q" / "result.json")]) == 2
     assert "name one as" in capsys.readouterr().err
+
+
+def test_rerank_reads_and_quotes_only_the_documents_closest_to_the_question(tiny_checkpoint, tmp_path, capsys):
+    documents = [{"title": "Soft tokens", "text": "Soft tokens are vectors that a decoder reads."},
+                 {"title": "Paris", "text": "Paris is the capital and largest city of France."},
+                 {"title": "Foxes", "text": "The quick brown fox jumps over the lazy dog."}]
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"question": "What is the capital of France?", "answers": ["Paris"],
+                              "documents": documents, "gold": [1]}) + "\n")
+    example = read_qa(qa)[0]
+    assert select_documents(example, 3, None, "cpu") == example.documents
+    assert select_documents(example, 3, 2, "cpu")[-1] == example.documents[1]  # most relevant next to the question
+    assert select_documents(example, 3, 2, "cpu", "first")[0] == example.documents[1]
+    assert eval_main(["qa", "--checkpoint", str(tiny_checkpoint), "--data", str(qa), "--documents", "3",
+                      "--rerank", "1", "--systems", "uncompressed+extractive", "uncompressed", "--device", "cpu",
+                      "--max-new-tokens", "6", "--out", str(tmp_path / "q")]) == 0
+    result = json.loads((tmp_path / "q" / "result.json").read_text())
+    assert result["rerank"] == 1 and "| 3, top 1 (best last) |" in (tmp_path / "q" / "table.md").read_text()
+    quote = " ".join(result["per_question"]["uncompressed+extractive"]["answer"][0].lower().split())
+    free = result["per_question"]["uncompressed"]["answer"][0]
+    assert quote and quote != free.lower() and quote in example.documents[1].lower()  # quotes only the kept one
+    capsys.readouterr()
+    assert eval_main(["qa", "--checkpoint", str(tiny_checkpoint), "--data", str(qa), "--documents", "2",
+                      "--rerank", "3", "--out", str(tmp_path / "bad")]) == 2
+    assert "rerank=3 is invalid" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_paired_difference_and_its_standard_error():

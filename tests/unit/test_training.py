@@ -11,10 +11,11 @@ from transformers import AutoTokenizer
 from gmsa import GMSA, ConfigError
 from gmsa.cli.train import main as train_main
 from gmsa.config import GMSAConfig
+from gmsa.data import read_qa
 from gmsa.errors import CheckpointError
 from gmsa.training import loop, objective
 from gmsa.training.recipe import load_recipe
-from gmsa.training.samples import ae_samples
+from gmsa.training.samples import ae_samples, qa_samples
 from gmsa.training.state import STATE_JSON
 
 
@@ -183,6 +184,28 @@ def test_rate_curriculum_needs_compression(tmp_path, tiny_base, corpus):
     path = recipe(tmp_path, tiny_base, qa, tmp_path / "x", stage="keft", compression="none")
     with pytest.raises(ConfigError, match="invalid with compression 'none'"):
         load_recipe(path, ["model.keft_mode=lora", "rate_curriculum=[[4, 3]]"])
+
+
+def test_rerank_documents_keeps_the_closest_documents_in_the_order_asked(tmp_path, tiny_base, corpus):
+    qa = tmp_path / "qa.jsonl"
+    documents = [{"title": "Foxes", "text": "The quick brown fox jumps over the lazy dog."},
+                 {"title": "Soft tokens", "text": "Soft tokens are vectors that a decoder reads."},
+                 {"title": "Paris", "text": "Paris is the capital and largest city of France."}]
+    qa.write_text(json.dumps({"question": "What is the capital of France?", "answers": ["Paris"],
+                              "documents": documents, "gold": [2]}) + "\n")
+    tokenizer, config = AutoTokenizer.from_pretrained(tiny_base), GMSAConfig()
+    ids = tokenizer(read_qa(qa)[0].documents, add_special_tokens=False).input_ids
+    kept = qa_samples([str(qa)], tokenizer, config, max_documents=3, max_answer_tokens=4, rerank=2)
+    assert len(kept[0].contexts) == 2 and kept[0].contexts[-1] == ids[2]  # Paris next to the question
+    kept = qa_samples([str(qa)], tokenizer, config, 3, 4, rerank=2, rerank_order="first")
+    assert kept[0].contexts[0] == ids[2]
+    assert qa_samples([str(qa)], tokenizer, config, 3, 4)[0].contexts == ids  # all, in their order
+    path = recipe(tmp_path, tiny_base, qa, tmp_path / "x", stage="keft", max_documents=3)
+    assert load_recipe(path, ["model.keft_mode=lora", "rerank_documents=1"]).rerank_documents == 1
+    for bad, shown in (("rerank_documents=0", "rerank_documents=0"), ("rerank_documents=4", "rerank_documents=4"),
+                       ("rerank_documents=true", "rerank_documents=True"), ("rerank_order=middle", "'middle'")):
+        with pytest.raises(ConfigError, match=f"{shown} is invalid"):
+            load_recipe(path, ["model.keft_mode=lora", bad])
 
 
 def test_recipe_rejects_unknown_keys(tmp_path, tiny_base, corpus):

@@ -9,6 +9,7 @@ from langchain_core.documents import Document
 from langchain_core.load import dumpd, load
 from langchain_core.retrievers import BaseRetriever
 from langchain_tests.unit_tests import ChatModelUnitTests
+from pydantic import ValidationError
 
 from gmsa_integrations.cache import SoftTokenCache
 from gmsa_integrations.langchain import ChatGMSA, GMSACompressor, gmsa_qa_prompt
@@ -111,6 +112,11 @@ def test_compressor_async_and_relevance_filtering(checkpoint):
     documents = asyncio.run(compressor.acompress_documents([Document(d) for d in DOCS], "fox and dog"))
     assert len(documents) == 1 and "fox" in documents[0].page_content
     assert 0 < documents[0].metadata["gmsa_relevance"] <= 1
+    ranked = GMSACompressor(checkpoint=checkpoint, device="cpu", rate=4, top_n=2, reorder="last")
+    documents = ranked.compress_documents([Document(d) for d in DOCS], "fox and dog")
+    assert "fox" in documents[-1].page_content and "fox" not in documents[0].page_content
+    with pytest.raises(ValidationError):
+        GMSACompressor(reorder="middle")
 
 
 def test_chat_model_usage_counts_soft_tokens_and_streams_the_same_text(checkpoint):

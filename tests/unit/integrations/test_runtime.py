@@ -70,6 +70,11 @@ def test_compress_for_query_ranks_filters_and_marks(runtime):
     # Compressing a compressed document again compresses its content, not the span.
     again = compress_for_query(runtime, [results[0].text], "", rate=2)
     assert again[0].text == results[0].text
+    # "last": the same documents, the most relevant next to the question that follows them
+    last = compress_for_query(runtime, DOCS, "capital of France", rate=2, top_n=2, reorder="last")
+    assert [r.index for r in last] == [r.index for r in reversed(results)]
+    with pytest.raises(ValueError, match="reorder='middle' is invalid"):
+        compress_for_query(runtime, DOCS, "capital of France", rate=2, reorder="middle")
 
 
 def test_unknown_rate_in_a_span_falls_back_to_the_closest_trained_rate(runtime):
