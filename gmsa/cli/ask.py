@@ -23,8 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="a GMSA checkpoint folder (default: the bundled default model)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--max-new-tokens", type=int, help="longest answer, in tokens")
+    parser.add_argument("--top-n", type=_positive, metavar="N",
+                        help="read only the N documents closest to the question (MiniLM), the most relevant last")
     parser.add_argument("--extractive", action="store_true",
                         help="the answer quotes the documents (constrained decoding, for factoid questions)")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return int(text)
 
 
 def _documents_and_question(args: argparse.Namespace) -> tuple[list[str], str | None, list[str]]:
@@ -49,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model = GMSA.from_pretrained(args.checkpoint, device=args.device)
     loaded = time.perf_counter() - start
+    found = len(documents)
+    if args.top_n is not None:
+        from gmsa.similarity import most_relevant
+
+        documents = most_relevant([question], [documents], args.top_n, model.device.type)[0]
     answer = model.answer(question, documents, args.rate, extractive=args.extractive,
                           max_new_tokens=args.max_new_tokens)
     print(f"question: {question}")
@@ -56,14 +69,18 @@ def run(args: argparse.Namespace) -> int:
     if references:
         print(f"expected: {' | '.join(references)}")
     print(
-        f"context:  {len(documents)} documents, {answer.context_tokens} tokens -> {answer.soft_tokens} soft tokens "
-        f"(rate {answer.rate}, {answer.compression:.1f}x)"
+        f"context:  {_read(len(documents), found, args.top_n)}, {answer.context_tokens} tokens -> "
+        f"{answer.soft_tokens} soft tokens (rate {answer.rate}, {answer.compression:.1f}x)"
     )
     print(
         f"time:     compress {answer.compress_seconds:.2f} s + generate {answer.generate_seconds:.2f} s "
         f"(model load {loaded:.1f} s, device {model.device})"
     )
     return 0
+
+
+def _read(kept: int, found: int, top_n: int | None) -> str:
+    return f"{found} documents" if top_n is None else f"{kept} of {found} documents (MiniLM top {top_n})"
 
 
 def main(argv: list[str] | None = None) -> int:

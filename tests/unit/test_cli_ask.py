@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from gmsa import GMSA, GMSAConfig
@@ -37,3 +38,21 @@ def test_rag_reports_a_missing_documents_folder(tmp_path, capsys):
     code = main(["rag", "--question", "q", "--documents", str(tmp_path / "missing")])
     assert code == 2
     assert "missing: no such file or folder" in capsys.readouterr().err
+
+
+def test_ask_reads_only_the_documents_closest_to_the_question(tiny_checkpoint, tmp_path, capsys):
+    record = {"question": "What is the capital of France?", "answers": ["Paris"], "documents": [
+        {"title": "Foxes", "text": "The quick brown fox jumps over the lazy dog."},
+        {"title": "Paris", "text": "Paris is the capital and largest city of France."},
+        {"title": "Soft tokens", "text": "Soft tokens are vectors that a decoder reads."}]}
+    (tmp_path / "qa.jsonl").write_text(json.dumps(record) + "\n")
+    args = ["ask", "--documents", str(tmp_path / "qa.jsonl"), "--record", "1", "--checkpoint", str(tiny_checkpoint),
+            "--device", "cpu", "--max-new-tokens", "6", "--extractive"]
+    assert main(args + ["--top-n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "context:  1 of 3 documents (MiniLM top 1)" in out
+    answer = next(line for line in out.splitlines() if line.startswith("answer:"))[len("answer:"):].strip()
+    assert answer and " ".join(answer.split()) in "Paris Paris is the capital and largest city of France."
+    with pytest.raises(SystemExit):
+        main(args + ["--top-n", "0"])
+    assert "'0' is not an integer >= 1" in capsys.readouterr().err
