@@ -32,6 +32,11 @@ def sentence_embedder(device: str | torch.device | None = None):
         return _load(str(device or "cpu"))
 
 
+def embedder_device(model_device: torch.device) -> str:
+    """Where MiniLM runs beside a GMSA model on `model_device`: the same GPU, else the CPU."""
+    return "cuda" if model_device.type == "cuda" else "cpu"
+
+
 def cosine_similarities(left: list[str], right: list[str], device: str | None = None) -> list[float]:
     """Cosine similarity of left[i] and right[i] in MiniLM space."""
     model = sentence_embedder(device)

@@ -178,9 +178,9 @@ class GMSARuntime:
 
     def rank(self, query: str, texts: Sequence[str]) -> list[float]:
         """MiniLM cosine similarity of each text to the query."""
-        from gmsa.similarity import relevance
+        from gmsa.similarity import embedder_device, relevance
 
-        return relevance(query, list(texts), "cuda" if self.model.device.type == "cuda" else "cpu")
+        return relevance(query, list(texts), embedder_device(self.model.device))
 
 
 class LazyRuntime:

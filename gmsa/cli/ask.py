@@ -59,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     loaded = time.perf_counter() - start
     found = len(documents)
     if args.top_n is not None:
-        from gmsa.similarity import most_relevant
+        from gmsa.similarity import embedder_device, most_relevant
 
-        documents = most_relevant([question], [documents], args.top_n, model.device.type)[0]
+        documents = most_relevant([question], [documents], args.top_n, embedder_device(model.device))[0]
     answer = model.answer(question, documents, args.rate, extractive=args.extractive,
                           max_new_tokens=args.max_new_tokens)
     print(f"question: {question}")

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from gmsa.data import QAExample, keep_documents
 from gmsa.evaluation.metrics import accuracy, exact_match, token_f1
 from gmsa.model import GMSA
-from gmsa.similarity import most_relevant
+from gmsa.similarity import embedder_device, most_relevant
 
 EXTRACTIVE = "+extractive"
 
@@ -60,11 +60,11 @@ def predict(model: GMSA, system: System, examples: Sequence[QAExample], document
             max_new_tokens: int = 32, rerank: int | None = None, order: str = "last") -> tuple[list[str], float]:
     """Answers to every question under `system`, and the mean seconds per question (reranking included)."""
     answers: list[str] = []
-    embedder_device = "cuda" if model.device.type == "cuda" else "cpu"
+    device = embedder_device(model.device)
     start = time.perf_counter()
     for first in tqdm(range(0, len(examples), batch_size), desc=system.name, leave=False):
         chunk = examples[first:first + batch_size]
-        docs = [select_documents(e, documents, rerank, embedder_device, order) for e in chunk]
+        docs = [select_documents(e, documents, rerank, device, order) for e in chunk]
         if system.kind == "gmsa":
             contexts = [model.compress(d, system.rate) for d in docs]
         elif system.kind == "uncompressed":
