@@ -9,6 +9,9 @@ Greedy extractive decoding leaves every answer that already is a whole quote as 
 "none" answers can change: each run's EM / F1 / accuracy with extractive decoding lies between its
 score less what its "none" answers score and its score plus what they miss (printed as bounds).
 
+Each run's scores are also split by where the gold document stands among those read: last (next to the
+question) or earlier, since `keep_documents` leaves it last in most NQ questions and a decoder may learn that.
+
     python benchmarks/answer_sources.py --documents 5 \\
         --runs "GMSA rate 4"=benchmarks/results/eval-default/qa300-gmsa/result.json \\
                "uncompressed + KEFT"=benchmarks/results/eval-default/qa300-baseline/result.json \\
@@ -43,7 +46,19 @@ def count(answers: list[str], scores: dict[str, list[float]], examples: list[QAE
     for where, correct in zip(sources, scores["accuracy"]):
         table["right" if correct else "wrong"][where] += 1
     table["extractive_bounds"] = extractive_bounds(sources, scores)
+    table["by_gold_position"] = by_gold_position(scores, examples, documents)
     return table
+
+
+def by_gold_position(scores: dict[str, list[float]], examples: list[QAExample], documents: int) -> dict:
+    """Questions, EM, F1 and accuracy over those whose last document read is a gold one, and over the rest."""
+    last = [keep_documents(e, documents)[-1] in {e.documents[i] for i in e.gold} for e in examples]
+    groups = {}
+    for name, wanted in (("gold last", True), ("gold earlier", False)):
+        picked = [i for i, flag in enumerate(last) if flag == wanted]
+        means = {m: sum(scores[m][i] for i in picked) / max(len(picked), 1) for m in ("em", "f1", "accuracy")}
+        groups[name] = {"questions": len(picked), **means}
+    return groups
 
 
 def extractive_bounds(sources: list[str], scores: dict[str, list[float]]) -> dict[str, list[float]]:
@@ -127,6 +142,10 @@ def main() -> None:
         right, wrong = (" / ".join(f"{table[o][b]:3d}" for b in BINS) for o in ("right", "wrong"))
         em, f1 = (table["extractive_bounds"][m] for m in ("em", "f1"))
         print(f"{label:<32} | {right:<31} | {wrong:<31} | [{em[0]:.3f}, {em[1]:.3f}] / [{f1[0]:.3f}, {f1[1]:.3f}]")
+    print(f"\n{'run':<32} | {'gold last: n / EM / F1':<24} | gold earlier: n / EM / F1")
+    for label, table in result["runs"].items():
+        cells = [f"{g['questions']:3d} / {g['em']:.3f} / {g['f1']:.3f}" for g in table["by_gold_position"].values()]
+        print(f"{label:<32} | {cells[0]:<24} | {cells[1]}")
     print(f"wrote {args.out}/answer_sources.json and answer_sources.png")
 
 
