@@ -34,7 +34,7 @@ def sentence_embedder(device: str | torch.device | None = None):
 
 def embedder_device(model_device: torch.device) -> str:
     """Where MiniLM runs beside a GMSA model on `model_device`: the same GPU, else the CPU."""
-    return "cuda" if model_device.type == "cuda" else "cpu"
+    return str(model_device) if model_device.type == "cuda" else "cpu"
 
 
 def cosine_similarities(left: list[str], right: list[str], device: str | None = None) -> list[float]:

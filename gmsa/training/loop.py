@@ -28,6 +28,7 @@ from gmsa.adapters import DECODER_ADAPTER, add_decoder_adapter, has_adapter
 from gmsa.errors import ConfigError
 from gmsa.evaluation.metrics import accuracy, bleu4, exact_match, prefix_exact_match, token_f1
 from gmsa.model import GMSA
+from gmsa.similarity import embedder_device
 from gmsa.training.calibration import calibrate_alignment
 from gmsa.training.distill import Distillation, load_teacher
 from gmsa.training.objective import batch_loss, compress_contexts, mixed_task_loss, sample_rates, text_contexts
@@ -106,14 +107,18 @@ def _trainable(model: GMSA, config: TrainConfig) -> dict[str, torch.nn.Parameter
     return chosen
 
 
-def _split(samples: list[Sample], config: TrainConfig, tokenizer, model_config) -> tuple[list[Sample], list[Sample]]:
+def _qa_samples(paths: list[str], config: TrainConfig, model: GMSA) -> list[Sample]:
+    """KEFT samples as the recipe asks; MiniLM ranks documents on the model's GPU, else the CPU."""
+    return qa_samples(paths, model.tokenizer, model.config, config.max_documents, config.max_answer_tokens,
+                      config.rerank_documents, config.rerank_order, embedder_device(model.device))
+
+
+def _split(samples: list[Sample], config: TrainConfig, model: GMSA) -> tuple[list[Sample], list[Sample]]:
     if config.eval_data:
         if config.stage == "ae":
-            held_out = ae_samples([config.eval_data], tokenizer, model_config, config.max_text_tokens)
+            held_out = ae_samples([config.eval_data], model.tokenizer, model.config, config.max_text_tokens)
         else:
-            held_out = qa_samples([config.eval_data], tokenizer, model_config, config.max_documents,
-                                  config.max_answer_tokens, config.rerank_documents,
-                                  config.rerank_order)
+            held_out = _qa_samples([config.eval_data], config, model)
         return samples, held_out[: config.eval_samples]
     holdout = config.holdout or config.eval_samples
     if len(samples) <= holdout:
@@ -135,9 +140,8 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
     if config.stage == "ae":
         samples = ae_samples(config.train_data, model.tokenizer, model.config, config.max_text_tokens)
     else:
-        samples = qa_samples(config.train_data, model.tokenizer, model.config, config.max_documents,
-                             config.max_answer_tokens, config.rerank_documents, config.rerank_order)
-    train, held_out = _split(samples, config, model.tokenizer, model.config)
+        samples = _qa_samples(config.train_data, config, model)
+    train, held_out = _split(samples, config, model)
     if not train:
         raise ValueError(f"no training samples in {config.train_data}")
     if config.stage == "ae" and config.init_from is None:

@@ -49,19 +49,20 @@ def restate_samples(samples: list[Sample], instruction: str, eos_id: int, max_to
 
 def qa_samples(
     paths: list[str], tokenizer: PreTrainedTokenizerBase, config: GMSAConfig, max_documents: int,
-    max_answer_tokens: int, rerank: int | None = None, rerank_order: str = "last",
+    max_answer_tokens: int, rerank: int | None = None, rerank_order: str = "last", rank_device: str | None = None,
 ) -> list[Sample]:
     """KEFT samples: answer the question from the documents; the target is the first reference answer.
     With `rerank`, only the `rerank` documents most similar to the question (MiniLM) are kept, the most relevant
-    `rerank_order` ("last": next to the question): what `gmsa-eval qa --rerank` hands the decoder."""
+    `rerank_order` ("last": next to the question): what `gmsa-eval qa --rerank` hands the decoder. MiniLM runs on
+    `rank_device` (None: the CPU)."""
     samples = []
     for path in paths:
         examples = [e for e in read_qa(Path(path)) if e.answers]
         documents = [keep_documents(e, max_documents) for e in examples]
         if rerank is not None:
             logger.info("ranking the documents of %d questions in %s (MiniLM)", len(examples), path)
-            documents = most_relevant([e.question for e in examples], documents, rerank, order=rerank_order,
-                                      progress=True)
+            documents = most_relevant([e.question for e in examples], documents, rerank, rank_device,
+                                      order=rerank_order, progress=True)
         for example, kept in zip(examples, documents):
             contexts = tokenizer(kept, add_special_tokens=False).input_ids if kept else []
             answer = tokenizer(example.answers[0], add_special_tokens=False).input_ids[:max_answer_tokens]
