@@ -1,24 +1,16 @@
 """gmsa-eval on a tiny checkpoint: reconstruction and QA results, JSON + Markdown, table merging."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 from gmsa.cli.eval import main as eval_main
 from gmsa.data import read_qa
 from gmsa.evaluation.compare import compare_table, paired_difference, select_system
 from gmsa.evaluation.qa import System, select_documents
 from gmsa.evaluation.reconstruction import score_reconstruction
-
-
-def load_benchmark(name):
-    """A script of benchmarks/ as a module (they are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[2] / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_scores_of_a_perfect_and_an_empty_restatement():
