@@ -1,11 +1,12 @@
-"""Widen a checkpoint's LoRA decoder adapter to the full-rank one (`keft_mode="full"`), same function.
+"""Widen a checkpoint's LoRA decoder adapter to a full-rank one (`keft_mode="full"`), same function.
 
 The issue's KEFT has two readers: LoRA on W_Q, W_K, W_V (the shipped default, rank 64) and a
-full-rank update of the same matrices (the paper's). To measure the rank alone, KEFT must continue
-from the same function with only the rank changed. A rank-r update B @ A (B: out x r, A: r x in)
-equals [B, 0] @ [A; A_new] for any A_new, so the widened adapter starts from exactly the shipped
-reader. A_new gets peft's LoRA initialisation (its B columns are zero), so the new directions train
-from the first step (zero rows of A would get no gradient).
+full-rank update (the paper's W_Q, W_K, W_V; with every projection as `--targets`, the reference
+code's whole decoder, norms and embeddings aside). To measure the reader alone, KEFT must continue
+from the same function with only the reader changed. A rank-r update B @ A (B: out x r, A: r x in)
+equals [B, 0] @ [A; A_new] for any A_new, and a new target's update starts at B = 0, so the widened
+checkpoint starts from exactly the old reader. A_new keeps peft's LoRA initialisation, so the new
+directions train from the first step (zero rows of A would get no gradient).
 
     python benchmarks/widen_reader.py --checkpoint gmsa/checkpoints/default --out runs/default-full-reader
     gmsa-train keft --config recipes/default-keft-nq.yaml --from runs/default-full-reader model.keft_mode=full ...
@@ -18,14 +19,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import math
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from gmsa import GMSA
-from gmsa.checkpoint import read_checkpoint, write_checkpoint
+from gmsa.checkpoint import read_checkpoint
 from gmsa.decoding import activate_decoder
 from gmsa.errors import CheckpointError
 
@@ -34,21 +33,34 @@ CHECK_TEXT = "The Eiffel Tower was completed in 1889 for the World's Fair in Par
 CHECK_QUESTION = "When was the Eiffel Tower completed?"
 
 
-def widen(tensors: dict[str, torch.Tensor], scale: float, hidden_size: int, seed: int) -> dict[str, torch.Tensor]:
-    """Decoder LoRA pairs of rank r with update scale `scale` -> pairs of rank `hidden_size` and scale 1."""
-    generator = torch.Generator().manual_seed(seed)
-    widened = dict(tensors)
-    for name_a in sorted(n for n in tensors if n.startswith("decoder.") and ".lora_A." in n):
-        name_b = name_a.replace(".lora_A.", ".lora_B.")
-        a, b = tensors[name_a].float(), tensors[name_b].float()  # (r, in), (out, r)
-        rank, fan_in = a.shape
-        if rank > hidden_size:
-            raise CheckpointError(f"{name_a}: rank {rank} is already above the hidden size {hidden_size}")
-        new_a = torch.empty(hidden_size - rank, fan_in)
-        nn.init.kaiming_uniform_(new_a, a=math.sqrt(5), generator=generator)  # peft's lora_A initialisation
-        widened[name_a] = torch.cat([a * scale, new_a])  # (r, in) -> (H, in); the old scale moves into A
-        widened[name_b] = torch.cat([b, b.new_zeros(b.shape[0], hidden_size - rank)], dim=1)  # (out, r) -> (out, H)
-    return widened
+@torch.no_grad()
+def widened(checkpoint: Path, targets: list[str] | None, seed: int) -> GMSA:
+    """A GMSA with a full-rank reader on `targets` (default: the checkpoint's), computing what `checkpoint` does."""
+    config, identity, tensors = read_checkpoint(checkpoint)
+    if config.keft_mode != "lora":
+        raise CheckpointError(f"{checkpoint} has keft_mode={config.keft_mode!r}: only a 'lora' reader widens")
+    targets = targets or list(config.keft_targets)
+    if missing := sorted(set(config.keft_targets) - set(targets)):
+        raise CheckpointError(f"--targets must keep the checkpoint's keft_targets; {missing} are missing")
+    torch.manual_seed(seed)  # peft's initialisation of the new rows of A
+    model = GMSA.from_base(config.base_model, dataclasses.replace(config, keft_mode="full", keft_targets=targets),
+                           dtype=torch.float32)
+    if model.base_fingerprint != identity.get("fingerprint"):
+        raise CheckpointError(f"{checkpoint} was trained on another base model than {config.base_model!r}")
+    params, scale = model.trained_parameters(), config.keft_lora_alpha / config.keft_lora_rank
+    if unknown := sorted(set(tensors) - set(params)):
+        raise CheckpointError(f"{checkpoint}: {len(unknown)} tensors have no place in the widened model, "
+                              f"e.g. {unknown[:3]}")
+    for name, tensor in tensors.items():
+        param, old = params[name], tensor.to(torch.float32)
+        if ".lora_A." in name and name.startswith("decoder."):
+            param[: old.shape[0]] = old * scale  # (r, in) into (H, in); the old scale moves into A (full: scale 1)
+        elif ".lora_B." in name and name.startswith("decoder."):
+            param.zero_()
+            param[:, : old.shape[1]] = old  # (out, r) into (out, H), the rest zero
+        else:
+            param.copy_(old)  # encoder LoRA, LSA, slot maps: as trained
+    return model
 
 
 @torch.no_grad()
@@ -65,25 +77,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=Path("gmsa/checkpoints/default"))
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--targets", nargs="+", help="decoder projections of the full-rank reader "
+                        "(default: the checkpoint's keft_targets; new ones start as a zero update)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the new rows of A")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    config, identity, tensors = read_checkpoint(args.checkpoint)
-    if config.keft_mode != "lora":
-        raise CheckpointError(f"{args.checkpoint} has keft_mode={config.keft_mode!r}: only a 'lora' reader widens")
-    original = GMSA.from_pretrained(args.checkpoint, dtype=torch.float32)
-    hidden_size = original.hidden_size
-    widened = widen(tensors, config.keft_lora_alpha / config.keft_lora_rank, hidden_size, args.seed)
-    full_config = dataclasses.replace(config, keft_mode="full")
-    write_checkpoint(args.out, full_config, identity, widened)
-
-    reference = next_token_logits(original)
-    del original
-    logits = next_token_logits(GMSA.from_pretrained(args.out, dtype=torch.float32))
+    model = widened(args.checkpoint, args.targets, args.seed)
+    model.save_pretrained(args.out)
+    logits = next_token_logits(model)
+    del model
+    reference = next_token_logits(GMSA.from_pretrained(args.checkpoint, dtype=torch.float32))
     gap = (logits - reference).abs().max().item()
-    logger.info("widened %s -> %s (rank %d); max logit difference on a check prompt: %.2e",
-                args.checkpoint, args.out, hidden_size, gap)
+    logger.info("widened %s -> %s; max logit difference on a check prompt: %.2e", args.checkpoint, args.out, gap)
     if gap > 1e-3:
         raise SystemExit(f"the widened reader differs from {args.checkpoint} by {gap:.2e} in logits")
 

@@ -24,26 +24,32 @@ def test_full_rank_keft_updates_only_the_decoder(tmp_path, tiny_base, corpus):
     torch.testing.assert_close(tuned.compress(TEXTS, 2)[0], before.compress(TEXTS, 2)[0], rtol=0, atol=0)
 
 
-def test_a_lora_reader_widens_to_full_rank_with_the_same_function(tmp_path, tiny_base, corpus, monkeypatch):
+@pytest.mark.parametrize("targets", [[], ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]])
+def test_a_lora_reader_widens_to_full_rank_with_the_same_function(tmp_path, tiny_base, corpus, monkeypatch, targets):
     _, lora_final = ae_then_keft(tmp_path, tiny_base, corpus, "lora", "model.keft_mode=lora", "model.keft_lora_rank=2",
                                  "model.keft_lora_alpha=4")
     widen_reader = load_benchmark("widen_reader")
     widened = tmp_path / "widened"
-    monkeypatch.setattr("sys.argv", ["widen_reader", "--checkpoint", str(lora_final), "--out", str(widened)])
+    argv = ["widen_reader", "--checkpoint", str(lora_final), "--out", str(widened)]
+    argv += ["--targets", *targets] if targets else []
+    monkeypatch.setattr("sys.argv", argv)
     widen_reader.main()  # exits with an error if the logits differ
 
     model = GMSA.from_pretrained(widened)
     assert model.config.keft_mode == "full"
+    assert list(model.config.keft_targets) == (targets or ["q_proj", "k_proj", "v_proj"])
     reference = widen_reader.next_token_logits(GMSA.from_pretrained(lora_final))
     torch.testing.assert_close(widen_reader.next_token_logits(model), reference, rtol=0, atol=1e-5)
     b = {n: p for n, p in model.trained_parameters().items() if n.startswith("decoder.") and "lora_B" in n}
+    assert len(b) == 4 * len(model.config.keft_targets)  # every target of the tiny model's 4 layers
     assert all(p.shape[1] == 64 and p[:, 2:].abs().sum() == 0 for p in b.values())  # rank 2 -> hidden size 64
 
     keft_out = tmp_path / "continued"
     path = recipe(tmp_path, tiny_base, corpus[1], keft_out, stage="keft")
-    assert train_main(["keft", "--config", str(path), "--from", str(widened), "steps=2", "model.keft_mode=full"]) == 0
+    overrides = ["model.keft_mode=full", f"model.keft_targets={json.dumps(list(model.config.keft_targets))}"]
+    assert train_main(["keft", "--config", str(path), "--from", str(widened), "steps=2", *overrides]) == 0
     trained = GMSA.from_pretrained(keft_out / "final").trained_parameters()
-    assert any(trained[n][:, 2:].abs().sum() > 0 for n in b)  # the new directions train (their A rows are not zero)
+    assert all(trained[n][:, 2:].abs().sum() > 0 for n in b)  # the new directions train (their A rows are not zero)
 
 
 def test_ae_decoder_trains_the_decoder_adapter_that_keft_continues(tmp_path, tiny_base, corpus):
