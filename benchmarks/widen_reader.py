@@ -11,7 +11,7 @@ directions train from the first step (zero rows of A would get no gradient).
     python benchmarks/widen_reader.py --checkpoint gmsa/checkpoints/default --out runs/default-full-reader
     gmsa-train keft --config recipes/default-keft-nq.yaml --from runs/default-full-reader model.keft_mode=full ...
 
-The script checks that both checkpoints give the same next-token logits on one prompt.
+The script checks that both give the same next-token logits on one prompt before it writes `--out`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 from gmsa import GMSA
 from gmsa.checkpoint import read_checkpoint
 from gmsa.decoding import activate_decoder
-from gmsa.errors import CheckpointError
+from gmsa.errors import CheckpointError, GMSAError
 
 logger = logging.getLogger("widen_reader")
 CHECK_TEXT = "The Eiffel Tower was completed in 1889 for the World's Fair in Paris, France."
@@ -34,7 +34,8 @@ CHECK_QUESTION = "When was the Eiffel Tower completed?"
 
 
 @torch.no_grad()
-def widened(checkpoint: Path, targets: list[str] | None, seed: int) -> GMSA:
+def widened(checkpoint: Path, targets: list[str] | None, seed: int, device: str | None = None,
+            dtype: torch.dtype = torch.float32) -> GMSA:
     """A GMSA with a full-rank reader on `targets` (default: the checkpoint's), computing what `checkpoint` does."""
     config, identity, tensors = read_checkpoint(checkpoint)
     if config.keft_mode != "lora":
@@ -44,10 +45,13 @@ def widened(checkpoint: Path, targets: list[str] | None, seed: int) -> GMSA:
         raise CheckpointError(f"--targets must keep the checkpoint's keft_targets; {missing} are missing")
     torch.manual_seed(seed)  # peft's initialisation of the new rows of A
     model = GMSA.from_base(config.base_model, dataclasses.replace(config, keft_mode="full", keft_targets=targets),
-                           dtype=torch.float32)
+                           device=device, dtype=dtype)
     if model.base_fingerprint != identity.get("fingerprint"):
         raise CheckpointError(f"{checkpoint} was trained on another base model than {config.base_model!r}")
     params, scale = model.trained_parameters(), config.keft_lora_alpha / config.keft_lora_rank
+    # peft adapts whichever targets it finds and ignores the rest: a misspelt one would be recorded, never trained
+    if absent := [t for t in targets if not any(f".{t}.lora_A." in n for n in params if n.startswith("decoder."))]:
+        raise GMSAError(f"--targets {' '.join(absent)}: no such projection in the layers of {config.base_model!r}")
     if unknown := sorted(set(tensors) - set(params)):
         raise CheckpointError(f"{checkpoint}: {len(unknown)} tensors have no place in the widened model, "
                               f"e.g. {unknown[:3]}")
@@ -76,23 +80,27 @@ def next_token_logits(model: GMSA) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=Path("gmsa/checkpoints/default"))
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="a new folder (an existing one is not overwritten)")
     parser.add_argument("--targets", nargs="+", help="decoder projections of the full-rank reader "
                         "(default: the checkpoint's keft_targets; new ones start as a zero update)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the new rows of A")
+    parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.out.exists():  # it may be the checkpoint itself, or another one: widening must not replace either
+        parser.exit(2, f"widen_reader.py: error: --out {args.out} exists; remove it or choose another folder\n")
 
-    model = widened(args.checkpoint, args.targets, args.seed)
+    try:
+        model = widened(args.checkpoint, args.targets, args.seed, args.device)
+        reference = GMSA.from_pretrained(args.checkpoint, device=args.device, dtype=torch.float32)
+    except GMSAError as error:
+        parser.exit(2, f"widen_reader.py: error: {error}\n")
+    gap = (next_token_logits(model) - next_token_logits(reference)).abs().max().item()
+    if gap > 1e-3:  # checked before writing, so a wrong widening leaves nothing behind
+        parser.exit(1, f"widen_reader.py: error: the widened reader differs from {args.checkpoint} by {gap:.2e} "
+                       "in logits; nothing was written\n")
     model.save_pretrained(args.out)
-    logits = next_token_logits(model)
-    del model
-    reference = next_token_logits(GMSA.from_pretrained(args.checkpoint, dtype=torch.float32))
-    gap = (logits - reference).abs().max().item()
     logger.info("widened %s -> %s; max logit difference on a check prompt: %.2e", args.checkpoint, args.out, gap)
-    if gap > 1e-3:
-        raise SystemExit(f"the widened reader differs from {args.checkpoint} by {gap:.2e} in logits")
-
 
 if __name__ == "__main__":
     main()
