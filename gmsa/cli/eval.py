@@ -4,6 +4,7 @@
     gmsa-eval qa --data ../shared/data/qa/nq_dev.jsonl --limit 100 --documents 20 \\
                  --systems gmsa@4 gmsa@8 gmsa@16 uncompressed closed-book
     gmsa-eval qa ... --systems gmsa@4 gmsa@4+extractive   # +extractive: answers must quote the documents
+    gmsa-eval qa ... --systems gmsa@4 truncated@4 selective@4   # plain text cut to GMSA's budget at rate 4
     gmsa-eval table results/eval-*/result.json          # merge results into one Markdown table
     gmsa-eval compare base/result.json new/result.json:gmsa@4   # paired differences, question by question
 """

@@ -1,4 +1,5 @@
-"""QA quality of GMSA at each rate, beside the uncompressed prompt and closed-book, on the same questions."""
+"""QA quality of GMSA at each rate, beside the uncompressed prompt, closed-book and plain text cut to GMSA's
+budget (`gmsa.evaluation.token_budget`), on the same questions."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from tqdm.auto import tqdm
 
 from gmsa.data import QAExample, keep_documents
 from gmsa.evaluation.metrics import accuracy, exact_match, token_f1
+from gmsa.evaluation.token_budget import SHORTENINGS, shorten_documents
 from gmsa.model import GMSA
 from gmsa.similarity import embedder_device, most_relevant
 
@@ -18,7 +20,8 @@ EXTRACTIVE = "+extractive"
 
 @dataclass(frozen=True)
 class System:
-    """How the decoder sees the documents: "gmsa" at `rate`, "uncompressed" text, or "closed-book" (none);
+    """How the decoder sees the documents: "gmsa" at `rate`, "uncompressed" text, "closed-book" (none), or
+    text cut to GMSA's budget at `rate` ("truncated", "selective": `gmsa.evaluation.token_budget`);
     `extractive`: every answer must quote the documents (`gmsa.extractive`)."""
 
     kind: str
@@ -27,20 +30,22 @@ class System:
 
     @property
     def name(self) -> str:
-        name = f"gmsa@{self.rate}" if self.kind == "gmsa" else self.kind
+        name = f"{self.kind}@{self.rate}" if self.rate is not None else self.kind
         return f"{name}{EXTRACTIVE}" if self.extractive else name
 
     @classmethod
     def parse(cls, text: str) -> System:
-        """"gmsa@8", "uncompressed" or "closed-book"; "gmsa@8+extractive" or "uncompressed+extractive"."""
+        """"gmsa@8", "uncompressed", "closed-book", "truncated@8" or "selective@8"; each but closed-book
+        optionally with "+extractive" ("gmsa@8+extractive")."""
         body, extractive = (text[: -len(EXTRACTIVE)], True) if text.endswith(EXTRACTIVE) else (text, False)
         kind, _, rate = body.partition("@")
-        if kind == "gmsa" and rate.isdigit():
-            return cls("gmsa", int(rate), extractive)
+        if kind in ("gmsa", *SHORTENINGS) and rate.isdigit() and int(rate) >= 1:
+            return cls(kind, int(rate), extractive)
         if kind == "uncompressed" and not rate or kind == "closed-book" and not rate and not extractive:
             return cls(kind, None, extractive)
-        raise ValueError(f"system {text!r} is invalid: gmsa@RATE, uncompressed or closed-book, the first two "
-                         f"optionally with {EXTRACTIVE!r} (answers that quote the documents)")
+        raise ValueError(f"system {text!r} is invalid: gmsa@RATE, uncompressed, closed-book, truncated@RATE or "
+                         f"selective@RATE, all but closed-book optionally with {EXTRACTIVE!r} (answers that quote "
+                         f"the documents)")
 
 
 def check_rerank(rerank: int | None, documents: int) -> None:
@@ -57,9 +62,12 @@ def select_documents(example: QAExample, documents: int, rerank: int | None, dev
 
 
 def predict(model: GMSA, system: System, examples: Sequence[QAExample], documents: int, batch_size: int = 4,
-            max_new_tokens: int = 32, rerank: int | None = None, order: str = "last") -> tuple[list[str], float]:
-    """Answers to every question under `system`, and the mean seconds per question (reranking included)."""
+            max_new_tokens: int = 32, rerank: int | None = None,
+            order: str = "last") -> tuple[list[str], float, float]:
+    """Answers to every question under `system`, the mean seconds per question (reranking and shortening
+    included) and the mean decoder positions its documents took per question (soft or plain tokens)."""
     answers: list[str] = []
+    positions = 0
     device = embedder_device(model.device)
     start = time.perf_counter()
     for first in tqdm(range(0, len(examples), batch_size), desc=system.name, leave=False):
@@ -67,14 +75,18 @@ def predict(model: GMSA, system: System, examples: Sequence[QAExample], document
         docs = [select_documents(e, documents, rerank, device, order) for e in chunk]
         if system.kind == "gmsa":
             contexts = [model.compress(d, system.rate) for d in docs]
-        elif system.kind == "uncompressed":
-            contexts = docs
+            positions += sum(int(soft.shape[0]) for context in contexts for soft in context)
         else:
-            contexts = [[] for _ in chunk]
-        quote_from = docs if system.extractive else None
+            if system.kind in SHORTENINGS:
+                contexts = [shorten_documents(model, d, system.rate, system.kind) for d in docs]
+            else:
+                contexts = docs if system.kind == "uncompressed" else [[] for _ in chunk]
+            positions += sum(len(ids) for context in contexts for ids in model.tokenize_contexts(context))
+        quote_from = docs if system.extractive else None  # quotes of the whole documents, as the others
         answers.extend(model.answer_questions([e.question for e in chunk], contexts, quote_from=quote_from,
                                               max_new_tokens=max_new_tokens))
-    return answers, (time.perf_counter() - start) / max(len(examples), 1)
+    count = max(len(examples), 1)
+    return answers, (time.perf_counter() - start) / count, positions / count
 
 
 METRICS = {"em": exact_match, "f1": token_f1, "accuracy": accuracy}
@@ -83,7 +95,8 @@ METRICS = {"em": exact_match, "f1": token_f1, "accuracy": accuracy}
 def evaluate_qa(model: GMSA, examples: Sequence[QAExample], systems: Sequence[System], documents: int,
                 batch_size: int = 4, max_new_tokens: int = 32, rerank: int | None = None,
                 rerank_order: str = "last") -> dict:
-    """{"systems": {name: {em, f1, accuracy, seconds_per_question}}, "examples": first answers,
+    """{"systems": {name: {em, f1, accuracy, seconds_per_question, document_positions_per_question}},
+    "examples": first answers,
     "per_question": {"where": [file:line, ...], name: {"answer": [...], "em": [...], "f1": [...], "accuracy": [...]}}}.
 
     The per-question scores let `gmsa-eval compare` pair two runs question by question.
@@ -93,11 +106,12 @@ def evaluate_qa(model: GMSA, examples: Sequence[QAExample], systems: Sequence[Sy
                      "rerank_order": rerank_order if rerank else None, "systems": {}, "examples": [],
                      "per_question": {"where": [e.where for e in examples]}}
     for system in systems:
-        answers, seconds = predict(model, system, examples, documents, batch_size, max_new_tokens, rerank,
-                                   rerank_order)
+        answers, seconds, positions = predict(model, system, examples, documents, batch_size, max_new_tokens,
+                                              rerank, rerank_order)
         scores = {name: [metric(a, e.answers) for a, e in zip(answers, examples)] for name, metric in METRICS.items()}
         results["systems"][system.name] = {name: sum(values) / len(examples) for name, values in scores.items()}
         results["systems"][system.name]["seconds_per_question"] = seconds
+        results["systems"][system.name]["document_positions_per_question"] = positions
         results["per_question"][system.name] = {"answer": answers, **scores}
         results["examples"].extend(
             {"system": system.name, "question": e.question, "answer": a, "references": e.answers}

@@ -61,12 +61,15 @@ def markdown_table(results: list[dict]) -> str:
     if len(kinds) != 1:
         raise ValueError(f"cannot put tasks {sorted(kinds)} in one table")
     if kinds == {"qa"}:
-        lines = ["| system | checkpoint | questions | documents | EM | F1 | accuracy | s / question |",
-                 "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines = ["| system | checkpoint | questions | documents | document tokens / question | EM | F1 | accuracy "
+                 "| s / question |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in results:
             for name, s in r["systems"].items():
+                positions = s.get("document_positions_per_question")  # absent from results written before it
+                positions = "-" if positions is None else f"{positions:.0f}"
                 lines.append(f"| {_label(r, name)} | {r['checkpoint']} | {r['questions']} | {_documents(r)} | "
-                             f"{s['em']:.3f} | {s['f1']:.3f} | {s['accuracy']:.3f} | {s['seconds_per_question']:.2f} |")
+                             f"{positions} | {s['em']:.3f} | {s['f1']:.3f} | {s['accuracy']:.3f} | "
+                             f"{s['seconds_per_question']:.2f} |")
         return "\n".join(lines)
     lines = ["| rate | checkpoint | texts | BLEU-4 | ROUGE-L | prefix EM | MiniLM similarity |",
              "|---:|---|---:|---:|---:|---:|---:|"]

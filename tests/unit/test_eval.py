@@ -54,7 +54,8 @@ def test_reconstruction_and_qa_write_json_and_markdown(tiny_checkpoint, tmp_path
     for answer, document in zip(result["per_question"]["gmsa@2+extractive"]["answer"], documents):
         quote = " ".join(answer.lower().split())  # quotes match in any case and spacing
         assert quote and quote in document  # a quote of its document (a random model would not quote)
-    assert all(set(s) == {"em", "f1", "accuracy", "seconds_per_question"} for s in result["systems"].values())
+    assert all(set(s) == {"em", "f1", "accuracy", "seconds_per_question", "document_positions_per_question"}
+               for s in result["systems"].values())
     capsys.readouterr()
     assert eval_main(["table", str(tmp_path / "q" / "result.json"), str(tmp_path / "q" / "result.json")]) == 0
     assert capsys.readouterr().out.count("tiny: gmsa@2 |") == 2
@@ -172,11 +173,14 @@ def test_rate_curve_pairs_every_rate_with_the_reference(tmp_path):
     reference = rate_curve.load_run(write("baseline", "uncompressed", [1.0, 1.0, 0.0, 1.0]))
     runs = {4: rate_curve.load_run(write("r4", "gmsa@4", [0.0, 1.0, 0.0, 0.0])),
             2: rate_curve.load_run(write("r2", "gmsa@2", [1.0, 1.0, 0.0, 0.0]))}
-    result = rate_curve.rate_curve(reference, runs)
-    assert [run["rate"] for run in result["runs"]] == [2, 4] and result["reference"]["f1"] == 0.75
-    assert result["runs"][1]["f1"] == 0.25
-    assert (result["runs"][1]["f1_difference"], result["runs"][1]["f1_se"]) == paired_difference(
-        [1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0])
+    truncated = {4: rate_curve.load_run(write("t4", "truncated@4", [1.0, 0.0, 0.0]))}  # one question fewer
+    result = rate_curve.rate_curve(reference, {"GMSA": runs, "first tokens": truncated})
+    gmsa, first = result["series"]
+    assert result["questions"] == 3 and result["reference"]["f1"] == pytest.approx(2 / 3)  # the shared questions
+    assert gmsa["label"] == "GMSA" and [run["rate"] for run in gmsa["runs"]] == [2, 4]
+    assert gmsa["runs"][1]["f1"] == pytest.approx(1 / 3) and first["runs"][0]["f1"] == pytest.approx(1 / 3)
+    assert (gmsa["runs"][1]["f1_difference"], gmsa["runs"][1]["f1_se"]) == paired_difference(
+        [1.0, 1.0, 0.0], [0.0, 1.0, 0.0])
     rate_curve.plot(result, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0
 
