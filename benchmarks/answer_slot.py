@@ -24,35 +24,16 @@ import torch
 from tqdm import tqdm
 
 from gmsa import GMSA
-from gmsa.data import QAExample, keep_documents, read_qa
+from gmsa.data import keep_documents, read_qa
 from gmsa.encoder import encode
 from gmsa.errors import GMSAError
+from gmsa.evaluation.answer_location import locate_answer
 from gmsa.evaluation.metrics import accuracy, exact_match, token_f1
 from gmsa.layers import decoder_core
 from gmsa.merging import group_merge, merge_groups
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "nq_dev.jsonl"
 METRICS = {"em": exact_match, "f1": token_f1, "accuracy": accuracy}
-
-
-def answer_token(model: GMSA, example: QAExample, documents: list[str]) -> tuple[int, int, int] | None:
-    """(document index, first answer token, answer tokens) of the earliest reference answer found verbatim
-    in a gold document, or None. Token positions are those of `tokenize_contexts`."""
-    gold_texts = {example.documents[i] for i in example.gold}
-    for index, text in enumerate(documents):
-        if text not in gold_texts:
-            continue
-        found = [(text.find(ref), ref) for ref in example.answers if ref.strip() and ref in text]
-        if not found:
-            continue
-        char, ref = min(found)
-        encoded = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        assert encoded.input_ids == model.tokenize_contexts([text])[0], "offsets come from another tokenisation"
-        spans = encoded.offset_mapping
-        first = next(t for t, (_, end) in enumerate(spans) if end > char)
-        last = next(t for t, (_, end) in enumerate(spans) if end >= char + len(ref))
-        return index, first, last - first + 1
-    return None
 
 
 @torch.no_grad()
@@ -127,10 +108,10 @@ def main() -> None:
     records = []
     for example in tqdm(examples, desc="questions"):
         documents = keep_documents(example, args.documents)
-        located = answer_token(model, example, documents)
-        if located is None or located[1] < rate:  # not verbatim in a gold document, or inside the first group
+        located = locate_answer(model.tokenizer, example, documents)
+        if located is None or located.first_token < rate:  # not verbatim in a gold document, or in the first group
             continue
-        gold, first, length = located
+        gold, first, length = located.document, located.first_token, located.tokens
         soft = model.compress(documents, rate)
         check = shifted_soft_tokens(model, documents[gold], rate, 0)
         torch.testing.assert_close(check, soft[gold], rtol=1e-4, atol=1e-4)  # offset 0 is compress() itself

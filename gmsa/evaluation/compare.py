@@ -46,7 +46,7 @@ def select_system(result: dict, path: Path, system: str | None) -> tuple[str, di
     if any(len(scores.get(metric, ())) != len(wheres) for metric in METRICS):
         raise DataError(str(path), None, f"per-question scores of {system!r} do not match its {len(wheres)} "
                         f"questions ({', '.join(METRICS)} each); run `gmsa-eval qa` again to write them")
-    rows = {_question_key(where): {metric: scores[metric][i] for metric in METRICS} for i, where in enumerate(wheres)}
+    rows = {question_key(where): {metric: scores[metric][i] for metric in METRICS} for i, where in enumerate(wheres)}
     return system, rows
 
 
@@ -68,7 +68,7 @@ def load_run(spec: str) -> tuple[str, dict[str, dict]]:
     return f"{result.get('label') or result.get('checkpoint')}: {name}", rows
 
 
-def _question_key(where: str) -> str:
+def question_key(where: str) -> str:
     """"file.jsonl:LINE" of a "path/to/file.jsonl:LINE": runs that named one data file by other paths still pair."""
     path, _, line = where.rpartition(":")
     return f"{Path(path).name}:{line}"

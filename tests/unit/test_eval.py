@@ -221,3 +221,30 @@ def test_restated_qa_scores_restatements_without_a_reader(tmp_path):
               "original": {"answer_in_documents": 1.0}, "restated": {"answer_in_documents": 0.5}}
     restated_qa.plot(result, tmp_path / "restated_qa.png")
     assert (tmp_path / "restated_qa.png").stat().st_size > 0
+
+
+def test_answer_position_places_answers_by_their_share_of_the_gold_document(tiny_base, tmp_path):
+    from transformers import AutoTokenizer
+
+    from gmsa.data import QAExample
+    from gmsa.evaluation.answer_location import locate_answer
+
+    answer_position = load_benchmark("answer_position")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    gold = "Paris is the capital of France and its largest city."
+    example = QAExample("Which city?", ["largest city", "capital"], ["The fox jumps.", gold], gold=[1], where="q:1")
+    located = locate_answer(tokenizer, example, example.documents)
+    spans = tokenizer(gold, add_special_tokens=False, return_offsets_mapping=True).offset_mapping
+    assert located.document == 1 and located.document_tokens == len(spans)  # the earliest reference: "capital"
+    assert tokenizer.decode(tokenizer(gold, add_special_tokens=False).input_ids[
+        located.first_token:located.first_token + located.tokens]).strip() == "capital"
+    assert locate_answer(tokenizer, QAExample("?", ["Lyon"], [gold], gold=[0]), [gold]) is None
+    part = answer_position.place(tokenizer, example, 5, 4)
+    assert part == answer_position.part_names(4)[4 * located.first_token // len(spans)]
+    places = {"qa.jsonl:1": "0-25%", "qa.jsonl:2": "0-25%", "qa.jsonl:3": "75-100%", "qa.jsonl:4": "0-25%"}
+    rows = {f"qa.jsonl:{i}": {"em": s, "f1": s, "accuracy": s} for i, s in ((1, 1.0), (2, 0.0), (3, 1.0))}
+    result = answer_position.by_position(places, [("run", rows)], 4)
+    assert result["questions"] == {"0-25%": 2, "25-50%": 0, "50-75%": 0, "75-100%": 1}  # question 4: not answered
+    assert result["runs"]["run"]["0-25%"]["accuracy"] == {"mean": 0.5, "se": 0.5}
+    answer_position.plot(result, tmp_path / "position.png")
+    assert (tmp_path / "position.png").stat().st_size > 0
