@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="every system reads only the N documents closest to the question (MiniLM)")
     qa.add_argument("--rerank-order", choices=("last", "first"), default="last",
                     help="with --rerank: the most relevant document last (next to the question) or first")
-    qa.add_argument("--systems", nargs="+", default=["gmsa@4", "gmsa@8", "gmsa@16", "uncompressed", "closed-book"])
+    qa.add_argument("--systems", nargs="+", default=["gmsa@4", "gmsa@8", "gmsa@16", "uncompressed", "closed-book"],
+                    help="gmsa@RATE, uncompressed, closed-book, or plain text cut to GMSA's budget at RATE: "
+                         "truncated@RATE (first tokens), selective@RATE (least predictable tokens); all but "
+                         "closed-book may end in +extractive (answers quote the documents)")
     qa.add_argument("--max-new-tokens", type=int, default=32)
     _common(qa)
     table = tasks.add_parser("table", help="merge result.json files into one Markdown table")

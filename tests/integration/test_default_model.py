@@ -74,3 +74,19 @@ def test_uncompressed_text_context_answers(default_model):
         [default_model.format_question("In which city is the Eiffel Tower?")], [[DOCUMENTS[1]]], max_new_tokens=24
     )
     assert "Paris" in text
+
+
+def test_plain_text_at_gmsas_budget_on_the_real_tokenizer(default_model):
+    from gmsa.evaluation.token_budget import shorten_documents, surprisal
+
+    counts = [len(ids) for ids in default_model.tokenize_contexts(DOCUMENTS)]
+    scores = surprisal(default_model, default_model.tokenize_contexts(DOCUMENTS))
+    assert [len(s) for s in scores] == counts and all(torch.isfinite(s).all() and (s >= 0).all() for s in scores)
+    # a real LM finds " Prize" after "a Nobel" far more predictable than " physicist" after "Marie Curie was a"
+    pieces = [default_model.tokenizer.decode([i]) for i in default_model.tokenize_contexts(DOCUMENTS[:1])[0]]
+    assert scores[0][pieces.index(" Prize")] + 3 < scores[0][pieces.index(" physicist")]
+    for how in ("truncated", "selective"):
+        kept = shorten_documents(default_model, DOCUMENTS, 4, how)
+        lengths = [len(ids) for ids in default_model.tokenize_contexts(kept)]
+        assert all(abs(length - math.ceil(n / 4)) <= 2 for length, n in zip(lengths, counts)), (how, lengths)
+    assert DOCUMENTS[1].startswith(shorten_documents(default_model, DOCUMENTS, 4, "truncated")[1])
