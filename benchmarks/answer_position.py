@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from transformers import AutoTokenizer
@@ -25,7 +24,7 @@ from gmsa.config import EMBEDDED_BASE
 from gmsa.data import QAExample, keep_documents, read_qa
 from gmsa.errors import GMSAError
 from gmsa.evaluation.answer_location import locate_answer
-from gmsa.evaluation.compare import question_key, read_run
+from gmsa.evaluation.compare import mean_and_se, question_key, read_run
 from gmsa.evaluation.qa import METRICS
 
 ELSEWHERE = "no verbatim answer in a gold document"
@@ -43,12 +42,10 @@ def place(tokenizer, example: QAExample, documents: int, parts: int) -> str:
     return part_names(parts)[min(parts - 1, parts * located.first_token // located.document_tokens)]
 
 
-def mean_and_se(values: list[float]) -> dict:
-    mean = sum(values) / len(values) if values else 0.0
-    if len(values) < 2:
-        return {"mean": mean, "se": 0.0}
-    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return {"mean": mean, "se": math.sqrt(variance / len(values))}
+def summary(values: list[float]) -> dict:
+    """{"mean", "se"} of a part's scores; an empty part (no question starts there) is 0 ± 0."""
+    mean, se = mean_and_se(values) if values else (0.0, 0.0)
+    return {"mean": mean, "se": se}
 
 
 def by_position(places: dict[str, str], runs: list[tuple[str, dict[str, dict]]], parts: int) -> dict:
@@ -61,7 +58,7 @@ def by_position(places: dict[str, str], runs: list[tuple[str, dict[str, dict]]],
     if not members[ELSEWHERE]:
         del members[ELSEWHERE]
     return {"questions": {name: len(qs) for name, qs in members.items()},
-            "runs": {label: {name: {m: mean_and_se([rows[q][m] for q in qs]) for m in METRICS}
+            "runs": {label: {name: {m: summary([rows[q][m] for q in qs]) for m in METRICS}
                              for name, qs in members.items()} for label, rows in runs}}
 
 
@@ -107,7 +104,11 @@ def main() -> None:
                              f"this places answers in the first {args.documents} in order, without --rerank")
             runs.append((f"{result.get('label') or result.get('checkpoint')}: {name}", rows))
         examples = read_qa(args.data)
-        tokenizer = AutoTokenizer.from_pretrained(resolve_base_path(args.base_model))  # no weights needed
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolve_base_path(args.base_model))  # no weights needed
+        except OSError as error:
+            raise GMSAError(f"--base-model {args.base_model!r}: no tokenizer there ({error}); pass a local model "
+                            f"folder or {EMBEDDED_BASE!r}") from error
         places = {question_key(e.where): place(tokenizer, e, args.documents, args.parts) for e in examples}
         result = by_position(places, runs, args.parts)
     except (GMSAError, ValueError) as error:

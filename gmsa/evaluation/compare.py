@@ -16,16 +16,22 @@ from gmsa.evaluation.report import read_result
 HEADINGS = {"em": "EM", "f1": "F1", "accuracy": "accuracy"}
 
 
+def mean_and_se(values: list[float]) -> tuple[float, float]:
+    """Mean of non-empty `values` and its standard error (0 for fewer than two values)."""
+    if not values:
+        raise ValueError("a mean needs at least one value")
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(variance / len(values))
+
+
 def paired_difference(reference: list[float], other: list[float]) -> tuple[float, float]:
     """Mean of other - reference over paired scores, and its standard error (0 for fewer than two pairs)."""
     if len(reference) != len(other) or not reference:
         raise ValueError(f"paired scores need equal, non-empty lengths: {len(reference)} and {len(other)}")
-    differences = [b - a for a, b in zip(reference, other)]
-    mean = sum(differences) / len(differences)
-    if len(differences) < 2:
-        return mean, 0.0
-    variance = sum((d - mean) ** 2 for d in differences) / (len(differences) - 1)
-    return mean, math.sqrt(variance / len(differences))
+    return mean_and_se([b - a for a, b in zip(reference, other)])
 
 
 def select_system(result: dict, path: Path, system: str | None) -> tuple[str, dict[str, dict]]:
