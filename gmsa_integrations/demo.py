@@ -12,6 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
+from gmsa.config import BASE_DTYPES
+
 DEFAULT_DOCUMENTS = Path(__file__).resolve().parents[1] / "gmsa" / "examples" / "docs"
 
 
@@ -67,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
     store = InMemoryVectorStore(MiniLMEmbeddings())
     store.add_documents(passages(args.documents))
     retriever = store.as_retriever(search_kwargs={"k": args.top_k})
-    compressor = GMSACompressor(checkpoint=args.checkpoint, device=args.device, rate=args.rate)
-    llm = ChatGMSA(checkpoint=args.checkpoint, device=args.device, max_tokens=args.max_new_tokens)
+    compressor = GMSACompressor(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
+                                rate=args.rate)
+    llm = ChatGMSA(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
+                   max_tokens=args.max_new_tokens)
     compressed = build_chain(ContextualCompressionRetriever(base_compressor=compressor, base_retriever=retriever), llm)
     uncompressed = build_chain(retriever, llm)
     llm.invoke("Hello")  # load the model once, outside the timings
@@ -103,4 +107,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=int, help="compression rate (default: the model's first rate)")
     parser.add_argument("--checkpoint", help="a GMSA checkpoint folder (default: the bundled default model)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    parser.add_argument("--dtype", choices=BASE_DTYPES, help="the base model's weights (default: bfloat16 on CUDA, "
+                                                             "float32 on the CPU)")
     parser.add_argument("--max-new-tokens", type=int, default=64)

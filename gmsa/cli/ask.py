@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from gmsa.config import BASE_DTYPES
 from gmsa.data import iter_jsonl, parse_qa, read_documents
 from gmsa.errors import GMSAError
 
@@ -22,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=int, help="compression rate (default: the model's first rate)")
     parser.add_argument("--checkpoint", help="a GMSA checkpoint folder (default: the bundled default model)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    parser.add_argument("--dtype", choices=BASE_DTYPES, help="the base model's weights (default: bfloat16 on CUDA, "
+                                                             "float32 on the CPU)")
     parser.add_argument("--max-new-tokens", type=int, help="longest answer, in tokens")
     parser.add_argument("--top-n", type=_positive, metavar="N",
                         help="read only the N documents closest to the question (MiniLM), the most relevant last")
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if not question:
         raise GMSAError("no question: pass --question (or --record N of a QA JSONL file)")
     start = time.perf_counter()
-    model = GMSA.from_pretrained(args.checkpoint, device=args.device)
+    model = GMSA.from_pretrained(args.checkpoint, device=args.device, dtype=args.dtype)
     loaded = time.perf_counter() - start
     found = len(documents)
     if args.top_n is not None:

@@ -16,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+from gmsa.config import BASE_DTYPES
 from gmsa.errors import GMSAError
 
 
@@ -23,6 +24,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="GMSA checkpoint folder (default: the bundled default model)")
     parser.add_argument("--label", help="a name for this checkpoint in tables (e.g. 'keft baseline')")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    parser.add_argument("--dtype", choices=BASE_DTYPES, help="the base model's weights (default: bfloat16 on CUDA, "
+                                                             "float32 on the CPU)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", type=Path, required=True, help="folder for result.json and table.md")
 
@@ -30,7 +33,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace):
     from gmsa.model import GMSA
 
-    return GMSA.from_pretrained(args.checkpoint, device=args.device)
+    return GMSA.from_pretrained(args.checkpoint, device=args.device, dtype=args.dtype)
 
 
 def run_reconstruction(args: argparse.Namespace) -> dict:

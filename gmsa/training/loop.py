@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from gmsa.adapters import DECODER_ADAPTER, add_decoder_adapter, has_adapter
+from gmsa.base import resolve_device
 from gmsa.errors import ConfigError
 from gmsa.evaluation.metrics import accuracy, bleu4, exact_match, prefix_exact_match, token_f1
 from gmsa.model import GMSA
@@ -62,10 +63,10 @@ class Run:
 
 
 def _build_model(config: TrainConfig, device: torch.device) -> GMSA:
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32  # the frozen base; trained weights: fp32
     if config.init_from is None:
-        return GMSA.from_base(config.model.base_model, config.model, device=device, dtype=torch.float32)
-    model = GMSA.from_pretrained(config.init_from, base_model=config.model.base_model, device=device,
-                                 dtype=torch.float32)
+        return GMSA.from_base(config.model.base_model, config.model, device=device, dtype=dtype)
+    model = GMSA.from_pretrained(config.init_from, base_model=config.model.base_model, device=device, dtype=dtype)
     decoder_trains = config.stage == "keft" or config.ae_decoder
     keft = {k: getattr(config.model, k) for k in ("keft_mode", "keft_lora_rank", "keft_lora_alpha", "keft_targets")}
     if decoder_trains and not has_adapter(model.base, DECODER_ADAPTER):
@@ -128,6 +129,8 @@ def _split(samples: list[Sample], config: TrainConfig, model: GMSA) -> tuple[lis
 
 def setup(config: TrainConfig, resume: bool = False) -> Run:
     """Build the model, data, optimizer and schedule; restore them from the last checkpoint on resume."""
+    if config.device is not None:
+        resolve_device(config.device)  # a device this machine lacks is an error, not a silent CPU run
     accelerator = Accelerator(cpu=config.device == "cpu")
     _check_shares(config, accelerator.num_processes)
     torch.manual_seed(config.seed)  # same adapter initialisation on every process
@@ -257,7 +260,7 @@ def _average_gradients(run: Run) -> None:
 
 def _autocast(run: Run):
     """bf16 autocast on CUDA, and on CPUs too (oneDNN bf16 kernels: ~1.4x faster AE steps on AVX512-BF16)."""
-    if run.config.precision == "bf16-mixed":
+    if run.config.precision in ("bf16-mixed", "bf16"):
         return torch.autocast(run.model.device.type, dtype=torch.bfloat16)
     return nullcontext()
 

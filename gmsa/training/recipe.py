@@ -16,6 +16,7 @@ from gmsa.config import GMSAConfig
 from gmsa.errors import ConfigError
 
 STAGES = ("ae", "keft")
+PRECISIONS = ("fp32", "bf16-mixed", "bf16")
 
 
 @dataclass
@@ -65,7 +66,9 @@ class TrainConfig:
                       its documents.
     rerank_order:     "last" (the most relevant document next to the question) or "first".
     max_answer_tokens: KEFT targets are cut to this many tokens.
-    precision:        "fp32" or "bf16-mixed" (autocast on CUDA or CPU, fp32 master weights).
+    precision:        "fp32"; "bf16-mixed" (fp32 weights, bf16 autocast on CUDA or CPU); or "bf16" (the frozen
+                      base model's weights stored in bf16, half the memory, with bf16 autocast; the trained
+                      weights, adapters and LSA, stay fp32 and the checkpoint holds them in fp32).
     gradient_checkpointing: recompute each layer's activations in the backward pass instead of keeping
                       them: the same losses for much less memory (the uncompressed baseline reads ~800-token
                       prompts through every layer), at the cost of a second forward pass.
@@ -142,8 +145,8 @@ class TrainConfig:
                               f"relevant document goes)")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio!r} is invalid: a number in [0, 1)")
-        if self.precision not in ("fp32", "bf16-mixed"):
-            raise ConfigError(f"precision={self.precision!r} is invalid: 'fp32' or 'bf16-mixed'")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r} is invalid: one of {PRECISIONS}")
         self._check_curriculum()
         if self.stage == "keft" and self.model.keft_mode == "none":
             raise ConfigError("stage 'keft' needs model.keft_mode='lora' or 'full' (what the decoder trains)")

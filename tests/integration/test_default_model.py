@@ -90,3 +90,15 @@ def test_plain_text_at_gmsas_budget_on_the_real_tokenizer(default_model):
         lengths = [len(ids) for ids in default_model.tokenize_contexts(kept)]
         assert all(abs(length - math.ceil(n / 4)) <= 2 for length, n in zip(lengths, counts)), (how, lengths)
     assert DOCUMENTS[1].startswith(shorten_documents(default_model, DOCUMENTS, 4, "truncated")[1])
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_the_default_in_half_precision_answers_as_in_fp32(default_model, dtype):
+    """bf16 is the CUDA default; the CPU runs the same kernels' dtype here, so a mismatch cannot land."""
+    half = GMSA.from_pretrained(device="cpu", dtype=dtype)  # the fingerprint check passes in any dtype
+    assert half.base_fingerprint == default_model.base_fingerprint
+    questions = ["In which city is the Eiffel Tower?", "Who was the first woman to win a Nobel Prize?"]
+    for question, expected in zip(questions, ["Paris", "Marie Curie"]):
+        assert half.answer(question, DOCUMENTS, rate=4, max_new_tokens=16).text == expected
+    assert half.answer("When was the Eiffel Tower completed?", DOCUMENTS, rate=4, extractive=True,
+                       max_new_tokens=16).text == "1889"
