@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from gmsa.base import resolve_base_path
+from gmsa.backbone.loading import resolve_base_path
 from gmsa.config import EMBEDDED_BASE
 from gmsa.data import read_qa
 from gmsa.evaluation.metrics import exact_match

@@ -49,7 +49,7 @@ def memory_probe(kind: str, data: Path) -> None:
     if kind == "base":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from gmsa.base import resolve_base_path
+        from gmsa.backbone.loading import resolve_base_path
         from gmsa.config import EMBEDDED_BASE
 
         path = resolve_base_path(EMBEDDED_BASE)

@@ -1,10 +1,10 @@
 """Half precision against fp32: the same questions answered with the base model in each dtype, side by side.
 
-For each dtype the bundled default (or --checkpoint) is loaded with the base model in that dtype (GMSA's own
-trained weights stay fp32, see `gmsa.alignment` / `gmsa.adapters`), the first N questions are answered with
-`gmsa-eval qa`'s code at one system, and each answer is compared with the fp32 answer to the same question.
-Writes precision.json (per dtype: EM, F1, seconds per question, answers identical to fp32, paired EM/F1
-difference to fp32 with its standard error) and precision.png.
+For each dtype the bundled default (or --checkpoint) is loaded with the base model in that dtype (GMSA's
+own trained weights stay fp32, see `gmsa.compress.align` / `gmsa.backbone.adapters`), the first N questions
+are answered with `gmsa-eval qa`'s code at one system, and each answer is compared with the fp32 answer to
+the same question. Writes precision.json (per dtype: EM, F1, seconds per question, answers identical to
+fp32, paired EM/F1 difference to fp32 with its standard error) and precision.png.
 
     python benchmarks/precision.py --data ../shared/data/qa/nq_dev.jsonl --limit 50 --documents 5 \\
         --dtypes float32 bfloat16 float16 --out benchmarks/results/precision

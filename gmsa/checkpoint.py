@@ -2,8 +2,7 @@
 
 Layout of a checkpoint folder:
     gmsa_config.json         {"format_version", "base": {"name", "fingerprint"}, "config": {...}}
-    gmsa_weights.safetensors encoder LoRA ("encoder.*"), LSA blocks ("lsa.*"), KEFT weights ("decoder.*"),
-                             slot maps ("merge.*", with group_merge "slot")
+    gmsa_weights.safetensors encoder LoRA ("encoder.*"), LSA ("lsa.*"), KEFT weights ("decoder.*")
 
 Loading is strict: a missing, unexpected or mis-shaped tensor is an error, and so is a base
 model whose weights fingerprint differs from the one the checkpoint was trained on.
@@ -22,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from gmsa.adapters import DECODER_ADAPTER, ENCODER_ADAPTER
+from gmsa.backbone.adapters import DECODER_ADAPTER, ENCODER_ADAPTER
 from gmsa.config import GMSAConfig
 from gmsa.errors import CheckpointError
 
@@ -31,7 +30,7 @@ WEIGHTS_FILE = "gmsa_weights.safetensors"
 FORMAT_VERSION = 1
 
 
-def trained_parameters(base: nn.Module, lsa: nn.Module, slot_maps: nn.Module | None = None) -> dict[str, nn.Parameter]:
+def trained_parameters(base: nn.Module, lsa: nn.Module) -> dict[str, nn.Parameter]:
     """Checkpoint name -> parameter, for everything GMSA trains and nothing else."""
     params: dict[str, nn.Parameter] = {}
     for name, param in base.named_parameters():
@@ -41,9 +40,6 @@ def trained_parameters(base: nn.Module, lsa: nn.Module, slot_maps: nn.Module | N
             params[f"decoder.{name}"] = param
     for name, param in lsa.trainable_state_dict().items():
         params[f"lsa.{name}"] = param
-    if slot_maps is not None:
-        for name, param in slot_maps.named_parameters():
-            params[f"merge.{name}"] = param
     return params
 
 
@@ -113,8 +109,22 @@ def read_checkpoint(path: str | Path) -> tuple[GMSAConfig, dict[str, str], dict[
     return GMSAConfig.from_dict(meta["config"]), meta["base"], load_file(folder / WEIGHTS_FILE)
 
 
-def load_trained(params: dict[str, nn.Parameter], tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy checkpoint tensors into the model's trained parameters; any mismatch is an error."""
+def check_base(path: str | Path, identity: dict[str, str], base_name: str, fingerprint: str) -> None:
+    """A checkpoint loads only over the base model it was trained on (same weights fingerprint)."""
+    if fingerprint != identity.get("fingerprint"):
+        raise CheckpointError(
+            f"{path} was trained on base model {identity.get('name')!r} (weights fingerprint "
+            f"{identity.get('fingerprint')}), but {base_name!r} has fingerprint {fingerprint}: "
+            "load it with the base model it was trained on"
+        )
+
+
+def load_trained(
+    params: dict[str, nn.Parameter], tensors: dict[str, torch.Tensor], source: str, untrained: tuple[str, ...] = ()
+) -> None:
+    """Copy checkpoint tensors into the model's trained parameters; any mismatch is an error, except that
+    parameters named with an `untrained` prefix (a new adapter the checkpoint never had) keep their start."""
+    params = {name: param for name, param in params.items() if not (untrained and name.startswith(untrained))}
     missing = sorted(set(params) - set(tensors))
     unexpected = sorted(set(tensors) - set(params))
     mis_shaped = sorted(

@@ -20,15 +20,14 @@ EMBEDDED_BASE = "embedded:SmolLM2-135M-Instruct"
 
 BASE_DTYPES = ("float32", "bfloat16", "float16")
 """Dtypes the base model can be loaded in (default: bfloat16 on CUDA, float32 elsewhere). GMSA's own trained
-weights (adapters, LSA) stay float32 in every case; see `gmsa.alignment` and `gmsa.adapters`."""
+weights (adapters, LSA) stay float32 in every case; see `gmsa.compress.align` and `gmsa.backbone.adapters`."""
 
-LSA_OUTPUT_NORMS = ("readout", "calibrated", "embedding", "final", "none")
+LSA_OUTPUTS = ("readout", "final")
+"""What ends the LSA (`gmsa.compress.align.OUTPUTS`): "readout" (the default) or "final" (the paper's)."""
 
 KEFT_MODES = ("none", "lora", "full")
 """What KEFT trains in the decoder's `keft_targets` (W_Q, W_K, W_V by default): nothing yet, a LoRA
 adapter of rank `keft_lora_rank`, or a full-rank update (any change of those matrices is reachable)."""
-
-GROUP_MERGES = ("mean", "slot")
 
 
 def _fail(name: str, value: Any, expected: str) -> None:
@@ -40,12 +39,19 @@ class GenerationSettings:
     """How the decoder generates. Defaults follow the GMSA reference inference (greedy, 100 tokens, penalty 1.3)."""
 
     max_new_tokens: int = 100
+    """Longest answer, in tokens."""
     min_new_tokens: int = 0
+    """Shortest answer, in tokens (EOS is suppressed before)."""
     do_sample: bool = False
+    """Sample (with temperature and top_p) instead of greedy decoding."""
     temperature: float = 1.0
+    """Sampling temperature (with do_sample)."""
     top_p: float = 1.0
+    """Nucleus sampling mass (with do_sample)."""
     repetition_penalty: float = 1.3
+    """Penalty on tokens already generated (soft tokens have no ids); 1.0 disables it."""
     stop: tuple[str, ...] = ()
+    """Stop sequences: the answer ends before the first one."""
 
     def __post_init__(self) -> None:
         self.stop = tuple(self.stop)
@@ -76,76 +82,85 @@ class PromptFormat:
     """How soft tokens and text are laid out for the decoder. Training and inference share it."""
 
     use_chat_template: bool = True
+    """Frame the prompt with the base model's chat template (when it has one)."""
     system_prompt: str | None = None
+    """A system message before the user turn (None: the template's own default, if any)."""
     document_separator: str = "\n"
+    """Text between two contexts (soft tokens or plain text)."""
     question_template: str = "Answer the question using the documents above, in a few words.\nQuestion: {question}"
+    """The instruction after the contexts; `{question}` is the question."""
     restate_instruction: str = "Restate the aforementioned Text."
-    # Text before the documents when answering, e.g. "Question: {question}\n": the decoder then reads the
-    # documents knowing the question. Compression never sees it, so compressed documents stay cacheable.
-    question_preamble: str = ""
+    """The autoencoder task's instruction after the soft tokens (the reference code's)."""
 
     def __post_init__(self) -> None:
         if "{question}" not in self.question_template:
             _fail("prompt.question_template", self.question_template, "a template containing '{question}'")
-        for name in ("question_template", "question_preamble"):
-            try:
-                getattr(self, name).format(question="")
-            except (KeyError, IndexError, ValueError):
-                _fail(f"prompt.{name}", getattr(self, name), "a template whose only field is '{question}'")
+        try:
+            self.question_template.format(question="")
+        except (KeyError, IndexError, ValueError):
+            _fail("prompt.question_template", self.question_template, "a template whose only field is '{question}'")
         if not self.restate_instruction.strip():
             _fail("prompt.restate_instruction", self.restate_instruction, "a non-empty instruction")
 
 
 @dataclass
 class GMSAConfig:
-    """Everything that defines a GMSA model over a base causal LM.
-
-    base_model:      hub id, local folder, or `EMBEDDED_BASE`.
-    encoder_layers:  k, the number of the base model's lowest layers that form the encoder.
-    encoder_final_norm: read the encoder's states after the base's final norm (the reference code) or
-                     before it. Pre-norm states keep each token linearly recoverable (SmolLM2-135M, layer 8:
-                     a linear map back to the token's embedding gives a rate-1 reconstruction loss of 0.71
-                     nats before the norm, 2.41 after), which is what lets AE training start from a working map.
-    lsa_layers:      Transformer blocks in the layer semantic alignment (copies of the base's lowest layers).
-    lsa_output_norm: what ends the LSA: "readout" (a linear map fitted by the AE stage, by ridge regression,
-                     so that at rate 1 each soft token approximates its own token's input embedding),
-                     "calibrated" (a per-dimension affine map fitted by the AE stage so
-                     soft tokens start with each embedding dimension's mean and spread), "embedding" (a trainable
-                     RMS norm initialised to the scale of the base's embedding table), "final" (a frozen copy of
-                     the base's final norm, as the reference code), or "none".
-    lsa_gate:        blend the blocks' output in through a per-dimension gate that starts at 0, so the LSA
-                     starts as its fitted maps alone (with a fitted readout, a block copied from layer 0
-                     buries what the readout reads: SmolLM2 rate-1 loss 3.08 with it, 0.73 gated).
-    lora_*:          the encoder's LoRA adapter. The paper uses r=128 on 3B models; the default 32 keeps the
-                     adapter's share of encoder compute small on small models (hidden 576 for SmolLM2).
-    group_merge:     "mean" (the paper: average each group of r encoder states) or "slot" (each position in
-                     a group first passes through its own low-rank map, rank `slot_rank`, that starts at zero,
-                     so the mean can keep which token sat where; `gmsa.merging.SlotMaps`).
-    rates:           compression rates the model supports (training samples one per example).
-    segment_tokens:  the longest token run the encoder reads at once; longer texts are split into segments.
-    keft_*:          what knowledge-extraction fine-tuning trained in the decoder.
-    """
+    """Everything that defines a GMSA model over a base causal LM. The defaults are the layout of the
+    shipped default (the one that trains on SmolLM2-135M, lab/LOG.md "What got the AE stage off the
+    plateau"); `GMSAConfig.paper()` is the paper's reference layout."""
 
     base_model: str = EMBEDDED_BASE
+    """Hub id, local folder, or `EMBEDDED_BASE`."""
     encoder_layers: int = 8
-    encoder_final_norm: bool = True
+    """k: the base model's lowest layers that form the encoder (paper: 8)."""
+    encoder_final_norm: bool = False
+    """Read the encoder's states after the base's final norm (the reference code) or before it. Pre-norm
+    states keep each token linearly recoverable (SmolLM2-135M, layer 8: a linear map back to the token's
+    embedding restates at rate 1 with 0.71 nats before the norm, 2.41 after)."""
     lsa_layers: int = 1
-    lsa_output_norm: str = "calibrated"
-    lsa_gate: bool = False
+    """Transformer blocks in the layer semantic alignment (copies of the base's lowest layers)."""
+    lsa_output_norm: str = "readout"
+    """What ends the LSA: "readout" (a linear map the AE stage fits by ridge regression so that at rate 1
+    each soft token approximates its own token's embedding) or "final" (a frozen copy of the base's final
+    norm, as the reference code)."""
+    lsa_gate: bool = True
+    """Blend the blocks' output in through a per-dimension gate that starts at 0, so the LSA starts as its
+    fitted maps alone (a block copied from layer 0 buries what the readout reads: rate-1 loss 3.08 ungated,
+    0.73 gated)."""
     lora_rank: int = 32
+    """Rank of the encoder's LoRA (paper: 128 on 3B models; 32 keeps its share of a small encoder small)."""
     lora_alpha: int = 64
+    """LoRA scaling numerator of the encoder's adapter."""
     lora_dropout: float = 0.05
+    """Dropout on the encoder LoRA's input while training."""
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    group_merge: str = "mean"
-    slot_rank: int = 32
+    """Projections of the encoder layers that carry the LoRA."""
     rates: tuple[int, ...] = (4, 8, 16)
+    """Compression rates the model serves (training samples one per example)."""
     segment_tokens: int = 512
+    """The longest token run the encoder reads at once; longer texts are split into segments."""
     keft_mode: str = "none"
+    """What knowledge-extraction fine-tuning trains in the decoder's `keft_targets`: nothing yet ("none",
+    a compressor before KEFT), a LoRA adapter of rank `keft_lora_rank` ("lora", the shipped default) or a
+    full-rank update ("full", the paper's KEFT)."""
     keft_lora_rank: int = 64
+    """Rank of the decoder's KEFT LoRA."""
     keft_lora_alpha: int = 64
+    """LoRA scaling numerator of the decoder's adapter."""
     keft_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj")
+    """Decoder projections KEFT trains (the paper: W_Q, W_K, W_V)."""
     prompt: PromptFormat = field(default_factory=PromptFormat)
+    """How soft tokens and text are laid out for the decoder."""
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    """The decoder's generation defaults; every entry point (CLI, integrations) starts from these."""
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> GMSAConfig:
+        """The reference layout of the GMSA paper and its code: post-norm encoder states, one LSA block
+        ending in the base's frozen final norm, LoRA r=128 alpha=32, full-rank W_Q/W_K/W_V in KEFT. On
+        SmolLM2-135M on a CPU its AE stage stays at the no-context loss (lab/LOG.md)."""
+        return cls(**{"encoder_final_norm": True, "lsa_output_norm": "final", "lsa_gate": False, "lora_rank": 128,
+                      "lora_alpha": 32, "keft_mode": "full", **overrides})
 
     def __post_init__(self) -> None:
         if isinstance(self.prompt, dict):
@@ -157,7 +172,7 @@ class GMSAConfig:
         self.keft_targets = tuple(self.keft_targets)
         if not isinstance(self.base_model, str) or not self.base_model.strip():
             _fail("base_model", self.base_model, "a hub id, a local folder or 'embedded:...'")
-        for name in ("encoder_layers", "lsa_layers", "lora_rank", "lora_alpha", "segment_tokens", "slot_rank",
+        for name in ("encoder_layers", "lsa_layers", "lora_rank", "lora_alpha", "segment_tokens",
                      "keft_lora_rank", "keft_lora_alpha"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -165,7 +180,8 @@ class GMSAConfig:
         for name in ("encoder_final_norm", "lsa_gate"):
             if not isinstance(getattr(self, name), bool):
                 _fail(name, getattr(self, name), "true or false")
-        if not 0 <= self.lora_dropout < 1:
+        if isinstance(self.lora_dropout, bool) or not isinstance(self.lora_dropout, (int, float)) \
+                or not 0 <= self.lora_dropout < 1:
             _fail("lora_dropout", self.lora_dropout, "a number in [0, 1)")
         if not self.rates:
             _fail("rates", self.rates, "at least one compression rate")
@@ -179,10 +195,8 @@ class GMSAConfig:
             _fail("rates", self.rates, "distinct values")
         if not self.lora_targets:
             _fail("lora_targets", self.lora_targets, "at least one module name")
-        if self.lsa_output_norm not in LSA_OUTPUT_NORMS:
-            _fail("lsa_output_norm", self.lsa_output_norm, f"one of {LSA_OUTPUT_NORMS}")
-        if self.group_merge not in GROUP_MERGES:
-            _fail("group_merge", self.group_merge, f"one of {GROUP_MERGES}")
+        if self.lsa_output_norm not in LSA_OUTPUTS:
+            _fail("lsa_output_norm", self.lsa_output_norm, f"one of {LSA_OUTPUTS}")
         if self.keft_mode not in KEFT_MODES:
             _fail("keft_mode", self.keft_mode, f"one of {KEFT_MODES}")
 

@@ -99,6 +99,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `gmsa rag` to the `gmsa` command (entry point group "gmsa.commands"); frameworks load in `run`."""
+    parser = commands.add_parser("rag", help="a RAG chain (LangChain, MiniLM vector store) with GMSA vs uncompressed")
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--question", required=True)
     parser.add_argument("--documents", type=Path, default=DEFAULT_DOCUMENTS,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from gmsa_integrations._optional import require
 
@@ -40,46 +40,27 @@ from langchain_core.messages import (  # noqa: E402
 from langchain_core.messages.ai import UsageMetadata  # noqa: E402
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
-from pydantic import ConfigDict, Field, PrivateAttr  # noqa: E402
+from pydantic import ConfigDict, Field  # noqa: E402
 
 from gmsa_integrations.aio import iterate_in_thread  # noqa: E402
-from gmsa_integrations.cache import SoftTokenCache  # noqa: E402
-from gmsa_integrations.runtime import (  # noqa: E402
-    GMSARuntime,
-    LazyRuntime,
-    Usage,
-    compress_for_query,
-    generation_settings,
-)
+from gmsa_integrations.fields import CompressorFields, GenerationFields  # noqa: E402
+from gmsa_integrations.runtime import Usage, compress_for_query, generation_settings  # noqa: E402
 
 __all__ = ["ChatGMSA", "GMSACompressor", "MiniLMEmbeddings", "gmsa_qa_prompt"]
 
 
-class GMSACompressor(LazyRuntime, BaseDocumentCompressor):
+class GMSACompressor(CompressorFields, BaseDocumentCompressor):
     """Compresses each retrieved document into GMSA soft tokens (batched, cached by content).
 
     Documents come back with their text in a GMSA span and metadata `gmsa_rate`, `gmsa_tokens`
     (the text's token count), `gmsa_soft_tokens` and, when ranking, `gmsa_relevance`. With
     `top_n`, `score_threshold` or `reorder`, documents are first scored against the query with
     all-MiniLM-L6-v2 and filtered / sorted (`reorder`).
+
+        from langchain_classic.retrievers import ContextualCompressionRetriever
+        retriever = ContextualCompressionRetriever(base_compressor=GMSACompressor(rate=8, reorder="last"),
+                                                   base_retriever=vector_store.as_retriever(search_kwargs={"k": 20}))
     """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    checkpoint: str | None = None
-    """GMSA checkpoint folder; None: the bundled default."""
-    device: str | None = None
-    dtype: str | None = None
-    rate: int | None = None
-    """Compression rate; None: the checkpoint's first rate."""
-    top_n: int | None = Field(default=None, ge=1)
-    score_threshold: float | None = None
-    reorder: bool | Literal["first", "last"] = False
-    """True or "first": the most relevant document first; "last": last, next to the question (what the
-    bundled default reads best, BENCHMARKS.md "Reranking")."""
-    soft_token_cache: SoftTokenCache | None = Field(default=None, exclude=True)
-    """Where soft tokens are cached; None: the process-wide in-memory cache."""
-    _runtime: GMSARuntime | None = PrivateAttr(default=None)
 
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
@@ -118,35 +99,29 @@ def _usage_metadata(usage: Usage) -> UsageMetadata:
                          total_tokens=usage.input_tokens + usage.output_tokens)
 
 
-class ChatGMSA(LazyRuntime, BaseChatModel):
+class ChatGMSA(GenerationFields, BaseChatModel):
     """A chat model on the GMSA decoder: documents compressed by `GMSACompressor` are read as soft tokens.
 
     Weights load on first use and are shared by every instance on the same checkpoint/device/dtype.
     Usage metadata counts soft tokens as input tokens; `response_metadata` also gives the soft-token
     count and what the compressed documents would have cost as text.
+
+        from langchain_classic.chains.combine_documents import create_stuff_documents_chain
+        llm = ChatGMSA(max_tokens=32)                     # the bundled default; ChatGMSA(dtype="bfloat16") on a GPU
+        chain = create_stuff_documents_chain(llm, gmsa_qa_prompt(llm), document_separator="\\n")
+        chain.invoke({"context": compressed_documents, "question": "Where is the Eiffel Tower?"})
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
 
-    checkpoint: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    max_tokens: int = Field(default=100, ge=1, alias="max_new_tokens")
-    temperature: float = Field(default=0.0, ge=0.0)
-    """0: greedy decoding (the default); > 0 samples."""
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    repetition_penalty: float = Field(default=1.3, gt=0.0)
+    max_tokens: int | None = Field(default=None, ge=1, alias="max_new_tokens")
+    """Longest reply in tokens; None: the checkpoint's (100)."""
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
-    extractive: bool = False
-    """Replies quote the compressed documents (constrained decoding, `gmsa.extractive`): for factoid QA,
-    where an answer is a span of a document; nq_dev EM 0.13 -> 0.24 at rate 4 (README)."""
+    """Stop sequences (cut from the reply)."""
     timeout: float | None = None
     """Accepted for interface parity with hosted chat models; a local model has no network timeouts."""
     max_retries: int = 0
     """Accepted for interface parity with hosted chat models; nothing is retried locally."""
-    soft_token_cache: SoftTokenCache | None = Field(default=None, exclude=True)
-    """Where soft tokens are cached; None: the process-wide in-memory cache."""
-    _runtime: GMSARuntime | None = PrivateAttr(default=None)
 
     @property
     def _llm_type(self) -> str:
@@ -235,7 +210,7 @@ class ChatGMSA(LazyRuntime, BaseChatModel):
 
 def gmsa_qa_prompt(model: ChatGMSA | None = None) -> ChatPromptTemplate:
     """The question prompt GMSA is trained on, with `{context}` (the documents) and `{question}`:
-    the question preamble (if any), the documents, then the question template of `model`'s checkpoint.
+    the documents, then the question template of `model`'s checkpoint.
 
     Use it with `document_separator="\\n"` in `create_stuff_documents_chain` so a chain's prompt is
     the one `GMSA.answer` builds.
@@ -243,7 +218,7 @@ def gmsa_qa_prompt(model: ChatGMSA | None = None) -> ChatPromptTemplate:
     from gmsa.config import PromptFormat
 
     fmt = model.runtime.model.config.prompt if model is not None else PromptFormat()
-    return ChatPromptTemplate.from_messages([("human", fmt.question_preamble + "{context}\n" + fmt.question_template)])
+    return ChatPromptTemplate.from_messages([("human", "{context}\n" + fmt.question_template)])
 
 
 class MiniLMEmbeddings(Embeddings):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from gmsa_integrations._optional import require
 
@@ -38,44 +38,26 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: 
 from llama_index.core.query_engine import RetrieverQueryEngine  # noqa: E402
 from llama_index.core.response_synthesizers.base import BaseSynthesizer  # noqa: E402
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle  # noqa: E402
-from pydantic import Field, PrivateAttr  # noqa: E402
+from pydantic import Field  # noqa: E402
 
-from gmsa.config import PromptFormat  # noqa: E402
+from gmsa.config import GenerationSettings, PromptFormat  # noqa: E402
 from gmsa_integrations.aio import iterate_in_thread  # noqa: E402
-from gmsa_integrations.cache import SoftTokenCache  # noqa: E402
-from gmsa_integrations.runtime import (  # noqa: E402
-    METADATA_KEYS,
-    GMSARuntime,
-    LazyRuntime,
-    Usage,
-    compress_for_query,
-    generation_settings,
-)
+from gmsa_integrations.fields import CompressorFields, GenerationFields  # noqa: E402
+from gmsa_integrations.runtime import METADATA_KEYS, Usage, compress_for_query, generation_settings  # noqa: E402
 
 __all__ = ["GMSALLM", "GMSANodePostprocessor", "GMSASynthesizer", "MiniLMEmbedding", "gmsa_query_engine"]
 
 
-class GMSANodePostprocessor(LazyRuntime, BaseNodePostprocessor):
+class GMSANodePostprocessor(CompressorFields, BaseNodePostprocessor):
     """Compresses each node's text into GMSA soft tokens (batched, cached by content).
 
     Node ids and scores are kept; the node's text is wrapped in a GMSA span and its metadata gains
     `gmsa_rate`, `gmsa_tokens`, `gmsa_soft_tokens` (and `gmsa_relevance` when ranking), which are
     excluded from the LLM and embedding text. `top_n` / `score_threshold` / `reorder` rank the nodes
     against the query with all-MiniLM-L6-v2 first.
-    """
 
-    checkpoint: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    rate: int | None = None
-    top_n: int | None = Field(default=None, ge=1)
-    score_threshold: float | None = None
-    reorder: bool | Literal["first", "last"] = False
-    """True or "first": the most relevant document first; "last": last, next to the question (what the
-    bundled default reads best, BENCHMARKS.md "Reranking")."""
-    soft_token_cache: SoftTokenCache | None = Field(default=None, exclude=True)
-    """Where soft tokens are cached; None: the process-wide in-memory cache."""
-    _runtime: GMSARuntime | None = PrivateAttr(default=None)
+        engine = index.as_query_engine(llm=GMSALLM(), node_postprocessors=[GMSANodePostprocessor(rate=8)])
+    """
 
     @classmethod
     def class_name(cls) -> str:
@@ -106,27 +88,21 @@ def _usage(usage: Usage) -> dict[str, int]:
             "compressed_document_tokens": usage.document_tokens}
 
 
-class GMSALLM(LazyRuntime, CustomLLM):
+class GMSALLM(GenerationFields, CustomLLM):
     """The GMSA decoder as a LlamaIndex LLM: prompts containing compressed nodes are read as soft tokens.
 
     Async methods run the model in a worker thread, so they never block the event loop. Weights load
     on first use and are shared by every instance on the same checkpoint/device/dtype.
+
+        engine = gmsa_query_engine(index.as_retriever(similarity_top_k=20), llm=GMSALLM(max_new_tokens=32))
+        print(engine.query("Where is the Eiffel Tower?"))
     """
 
-    checkpoint: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    max_new_tokens: int = Field(default=100, ge=1)
-    temperature: float = Field(default=0.0, ge=0.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    repetition_penalty: float = Field(default=1.3, gt=0.0)
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    """Longest reply in tokens; None: the checkpoint's (100)."""
     stop: list[str] | None = None
-    extractive: bool = False
-    """Replies quote the compressed nodes (constrained decoding, `gmsa.extractive`): for factoid QA."""
+    """Stop sequences (cut from the reply)."""
     context_window: int = Field(default=8192, description="the base model's context (SmolLM2: 8192)")
-    soft_token_cache: SoftTokenCache | None = Field(default=None, exclude=True)
-    """Where soft tokens are cached; None: the process-wide in-memory cache."""
-    _runtime: GMSARuntime | None = PrivateAttr(default=None)
 
     @classmethod
     def class_name(cls) -> str:
@@ -134,7 +110,8 @@ class GMSALLM(LazyRuntime, CustomLLM):
 
     @property
     def metadata(self) -> LLMMetadata:
-        return LLMMetadata(context_window=self.context_window, num_output=self.max_new_tokens,
+        return LLMMetadata(context_window=self.context_window,
+                           num_output=self.max_new_tokens or GenerationSettings.max_new_tokens,
                            model_name=f"gmsa:{self.checkpoint or 'default'}", is_chat_model=True)
 
     def _settings(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -213,9 +190,9 @@ class GMSALLM(LazyRuntime, CustomLLM):
 
 
 class GMSASynthesizer(BaseSynthesizer):
-    """Answers from all nodes in one prompt, each node whole, laid out as GMSA is trained: the question
-    preamble (if any), the documents, then the question template of the model's prompt format
-    (`prompt`, or the LLM's checkpoint's when not given)."""
+    """Answers from all nodes in one prompt, each node whole, laid out as GMSA is trained: the documents,
+    then the question template of the model's prompt format (`prompt`, or the LLM's checkpoint's when not
+    given)."""
 
     def __init__(self, llm: GMSALLM, streaming: bool = False, prompt: PromptFormat | None = None, **kwargs: Any):
         super().__init__(llm=llm, streaming=streaming, **kwargs)
@@ -236,8 +213,7 @@ class GMSASynthesizer(BaseSynthesizer):
         fmt = self._format
         documents = fmt.document_separator.join(text_chunks)
         question = fmt.question_template.format(question=query_str)
-        preamble = fmt.question_preamble.format(question=query_str)
-        return f"{preamble}{documents}\n{question}" if documents else preamble + question
+        return f"{documents}\n{question}" if documents else question
 
     def get_response(self, query_str: str, text_chunks: Sequence[str], **response_kwargs: Any):
         prompt = self._prompt(query_str, text_chunks)

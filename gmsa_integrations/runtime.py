@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from gmsa import GMSA
-from gmsa.prompting import render_chat
+from gmsa.decode.prompt import render_chat
 from gmsa_integrations.cache import SoftTokenCache, default_cache
 from gmsa_integrations.markup import MarkedDocument, split_marked
 
@@ -25,7 +25,7 @@ _models_lock = threading.Lock()
 
 def shared_model(checkpoint: str | None, device: str | None, dtype: str | None) -> tuple[GMSA, str]:
     """The GMSA for this checkpoint/device/dtype and its compressor fingerprint, loaded once per process."""
-    from gmsa.base import resolve_device
+    from gmsa.backbone.loading import resolve_device
 
     resolved_device = str(resolve_device(device))
     key = (str(Path(checkpoint).resolve()) if checkpoint else "<bundled default>", resolved_device, str(dtype))
@@ -145,7 +145,7 @@ class GMSARuntime:
     def generate(self, messages: Sequence[tuple[str, str]], extractive: bool = False,
                  **settings) -> tuple[str, Usage]:
         """The assistant's reply to (role, text) messages; `settings` are GenerationSettings fields.
-        `extractive`: the reply quotes the compressed documents (`gmsa.extractive`)."""
+        `extractive`: the reply quotes the compressed documents (`gmsa.decode.extractive`)."""
         conversation, usage = self.conversation(messages)
         quotes = self.quoted_texts(messages, extractive)
         text = self.model.generate_chat([conversation], quote_from=None if quotes is None else [quotes],
@@ -164,7 +164,7 @@ class GMSARuntime:
             for chunk in self.model.stream_chat(conversation, quote_from=quotes, **settings):
                 text += chunk
                 yield chunk
-            usage.output_tokens = self.count_tokens([text])[0]
+            usage.output_tokens = self.count_tokens([text.strip()])[0]  # as generate() counts its stripped reply
 
         return chunks(), usage
 
@@ -181,17 +181,6 @@ class GMSARuntime:
         from gmsa.similarity import embedder_device, relevance
 
         return relevance(query, list(texts), embedder_device(self.model.device))
-
-
-class LazyRuntime:
-    """Mixin for framework classes with the fields `checkpoint`, `device`, `dtype`, `soft_token_cache`
-    and a private `_runtime`: the runtime is built on first use, never at construction."""
-
-    @property
-    def runtime(self) -> GMSARuntime:
-        if self._runtime is None:
-            self._runtime = GMSARuntime(self.checkpoint, self.device, self.dtype, self.soft_token_cache)
-        return self._runtime
 
 
 @dataclass
@@ -211,7 +200,7 @@ def generation_settings(max_tokens: int | None, temperature: float | None, top_p
                         repetition_penalty: float | None, stop: Sequence[str] | None, extractive: bool = False) -> dict:
     """Framework-style sampling options -> GMSA GenerationSettings overrides (temperature 0: greedy), and
     whether the reply quotes the compressed documents (`GMSARuntime.generate`'s `extractive`)."""
-    sampling = temperature is not None and temperature > 0
+    sampling = None if temperature is None else temperature > 0  # None: the checkpoint's setting
     return {
         "max_new_tokens": max_tokens,
         "do_sample": sampling,

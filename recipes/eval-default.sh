@@ -14,7 +14,7 @@ once() {  # once NAME gmsa-eval-args...: run one evaluation unless its result is
     $EVAL "$@" --out "$OUT/$name"
 }
 # Reconstruction of the 200 held-out paragraphs the AE stages never trained on, after AE stage 2 (the
-# checkpoint KEFT starts from); stage 1's frozen decoder is in benchmarks/results/eval-frozen-decoder.
+# checkpoint KEFT starts from); stage 1's frozen decoder is in lab/results/eval-frozen-decoder.
 once reconstruction reconstruction --checkpoint runs/default-ae-decoder/final \
     --texts ../shared/data/ae/wiki_paragraphs.jsonl --last 200 --limit "$QUESTIONS" --max-text-tokens 64 --rates 4 8 16
 # GMSA after KEFT: 20 documents, and 5 documents (what the fine-tuned baseline was trained and tested with).

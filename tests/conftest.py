@@ -47,16 +47,3 @@ def tiny_checkpoint(tiny_base, tmp_path_factory) -> Path:
             if "lora_B" in name:
                 param.normal_(0, 0.05)
     return model.save_pretrained(tmp_path_factory.mktemp("tiny-gmsa") / "checkpoint")
-
-
-@pytest.fixture(scope="session")
-def preamble_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
-    """The tiny checkpoint with a question preamble: the question is read before the documents too."""
-    import dataclasses
-
-    from gmsa import GMSA
-
-    model = GMSA.from_pretrained(tiny_checkpoint, device="cpu")
-    prompt = dataclasses.replace(model.config.prompt, question_preamble="Question: {question}\n")
-    model.config = dataclasses.replace(model.config, prompt=prompt)
-    return model.save_pretrained(tmp_path_factory.mktemp("tiny-gmsa-preamble") / "checkpoint")

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from gmsa.config import BASE_DTYPES
@@ -89,20 +90,20 @@ def _read(kept: int, found: int, top_n: int | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gmsa", description="GMSA soft-prompt context compression")
     commands = parser.add_subparsers(dest="command", required=True)
-    add_arguments(commands.add_parser("ask", help="answer a question over documents through GMSA"))
-    rag = commands.add_parser("rag", help="a RAG chain (LangChain, MiniLM vector store) with GMSA vs uncompressed")
-    from gmsa_integrations import demo  # argument definitions only; frameworks load in demo.run
-
-    demo.add_arguments(rag)
+    ask = commands.add_parser("ask", help="answer a question over documents through GMSA")
+    add_arguments(ask)
+    ask.set_defaults(run=run)
+    # Commands of optional layers (`gmsa rag`, from gmsa_integrations) register through an entry point, so
+    # the core never imports them: group "gmsa.commands", each a function that adds its sub-parser.
+    for command in entry_points(group="gmsa.commands"):
+        command.load()(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "rag":
-            try:
-                return demo.run(args)
-            except ImportError as error:
-                raise GMSAError(f"`gmsa rag` needs the LangChain integration: {error}") from None
-        return run(args)
+        try:
+            return args.run(args)
+        except ImportError as error:
+            raise GMSAError(f"`gmsa {args.command}` needs an optional package: {error}") from None
     except GMSAError as error:
         print(f"gmsa: error: {error}", file=sys.stderr)
         return 2

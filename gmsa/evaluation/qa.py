@@ -22,7 +22,7 @@ EXTRACTIVE = "+extractive"
 class System:
     """How the decoder sees the documents: "gmsa" at `rate`, "uncompressed" text, "closed-book" (none), or
     text cut to GMSA's budget at `rate` ("truncated", "selective": `gmsa.evaluation.token_budget`);
-    `extractive`: every answer must quote the documents (`gmsa.extractive`)."""
+    `extractive`: every answer must quote the documents (`gmsa.decode.extractive`)."""
 
     kind: str
     rate: int | None = None

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
-from gmsa.adapters import activate_adapter
-from gmsa.batching import right_pad
+from gmsa.backbone.adapters import use_adapter
+from gmsa.compress.segment import right_pad
 from gmsa.model import GMSA
 
 SHORTENINGS = ("truncated", "selective")
@@ -39,8 +39,7 @@ def surprisal(model: GMSA, token_ids: Sequence[Sequence[int]]) -> list[torch.Ten
     if not rows:
         return scores
     prefix = [bos] if bos is not None else []
-    with model.lock:
-        activate_adapter(model.base, None)
+    with model.lock, use_adapter(model.base, None):
         ids, mask = right_pad([prefix + list(token_ids[i]) for i in rows], model.tokenizer.pad_token_id,
                               model.device)  # (B, 1 + T)
         logits = model.base(input_ids=ids, attention_mask=mask).logits.float()  # (B, 1 + T) -> (B, 1 + T, V)

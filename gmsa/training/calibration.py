@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from gmsa.batching import pad_rows, right_pad
-from gmsa.encoder import encode
-from gmsa.layers import decoder_core
-from gmsa.merging import merge_groups
+from gmsa.backbone.layers import decoder_core
+from gmsa.compress.encode import encode
+from gmsa.compress.merge import group_merge
+from gmsa.compress.segment import pad_rows, right_pad
 
 if TYPE_CHECKING:
     from gmsa.model import GMSA
@@ -35,15 +35,13 @@ def calibrate_alignment(model: GMSA, token_ids: Sequence[Sequence[int]], batch_s
     merged_rows, mask_rows = [], []
     for rate in config.rates:
         for hidden, (_, mask) in zip(states, batches):
-            merged, merged_mask = merge_groups(hidden, mask, rate, model.slot_maps)  # (B, T, H) -> (B, M, H), (B, M)
+            merged, merged_mask = group_merge(hidden, mask, rate)  # (B, T, H) -> (B, M, H), (B, M)
             merged_rows.extend(merged)
             mask_rows.extend(merged_mask)
     merged = pad_rows(merged_rows)  # N x (M_i, H) -> (N, M, H)
     mask = pad_rows(mask_rows)  # N x (M_i,) -> (N, M)
-    tokens = None
-    if config.lsa_output_norm == "readout":
-        tokens = (pad_rows([row for hidden in states for row in hidden]),  # (N, T, H)
-                  pad_rows([row for _, m in batches for row in m]),  # (N, T)
-                  pad_rows([row for ids, _ in batches for row in ids]))  # (N, T)
+    tokens = (pad_rows([row for hidden in states for row in hidden]),  # (N, T, H)
+              pad_rows([row for _, m in batches for row in m]),  # (N, T)
+              pad_rows([row for ids, _ in batches for row in ids]))  # (N, T)
     weight = model.base.get_input_embeddings().weight  # (V, H)
     model.lsa.calibrate(merged, mask.long(), decoder_core(model.base), weight, tokens)

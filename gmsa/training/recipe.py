@@ -21,96 +21,78 @@ PRECISIONS = ("fp32", "bf16-mixed", "bf16")
 
 @dataclass
 class TrainConfig:
-    """One training stage.
-
-    stage:            "ae" (encoder LoRA + LSA learn to be restated) or "keft" (decoder learns to answer).
-    train_data:       files/folders: text or JSONL for AE; QA or reference JSONL for KEFT.
-    eval_data:        held-out file for periodic evaluation; default: a slice held out of train_data.
-    holdout:          without eval_data, the last `holdout` samples of train_data are never trained on
-                      (default: eval_samples) and validation uses the first `eval_samples` of them.
-    out_dir:          where checkpoints go (`step-*/`, `latest`, `final/`).
-    compression:      "gmsa" (soft tokens) or "none" (documents as text: the uncompressed baseline).
-    steps, batch_size, lr, lsa_lr, weight_decay, warmup_ratio, grad_clip: the optimisation. batch_size is
-                      the whole batch: several processes (torchrun) each take an equal share of it.
-    encoder_lr:       learning rate of the encoder LoRA where it trains (AE, or KEFT with keft_encoder);
-                      default: lr. The LSA has its own (lsa_lr), the decoder adapter takes lr.
-    max_text_tokens:  AE texts are cut to this many tokens (the start of each text).
-    rate_curriculum:  [[rate, until_step], ...] in order: every sample of the steps before `until_step` uses
-                      that rate, and later steps sample `model.rates`; the checkpoint serves `model.rates`
-                      either way. AE warm start: [[1, 100], [2, 300]] (rates below the model's are allowed)
-                      starts from the fitted readout's rate-1 map and widens each soft token's span step by
-                      step. KEFT: [[4, 300]] spends every step of a 300-step run on rate 4.
-    calibration_samples: AE from scratch fits the LSA's affine maps on this many training texts first.
-    ae_decoder:       AE also trains the decoder adapter (`model.keft_mode`: its W_Q/W_K/W_V LoRA), which
-                      KEFT then continues. Not the paper's AE, which freezes the decoder; on SmolLM2-135M the
-                      frozen decoder is what caps reconstruction (BENCHMARKS.md, "A decoder that learns to read").
-    keft_encoder:     KEFT also trains the encoder LoRA and the LSA (end to end: the answer loss reaches the
-                      soft tokens). Not the paper's KEFT, which freezes them. Documents are still compressed
-                      each on its own and without the question, so compressed documents stay cacheable.
-    restate_fraction: KEFT batches keep this fraction of AE samples (restate one of the training documents,
-                      cut to max_text_tokens), so that learning to answer does not unlearn reading soft tokens
-                      exactly; restating gets the same fraction of the loss (each task's mean over its own
-                      target tokens), not a share by token count. 0 (the paper's KEFT): answers only. On
-                      SmolLM2-135M 0.25 kept restatements (BLEU-4 0.10 -> 0.22) and cost answers (F1 0.28 ->
-                      0.23; BENCHMARKS.md, "Twice the steps at rate 4, and a restating mix weighted by task").
-    teacher:          KEFT distils from this checkpoint (over the same base model), reading each answering
-                      sample's documents as text: typically the fine-tuned uncompressed baseline. Its terms
-                      join the answer loss with weights `distill_logits` (KL of the teacher's over the
-                      student's next-token distribution on answer tokens) and `distill_hidden` (every layer's
-                      states over the question and answer, scaled per dimension; gmsa/training/distill.py).
-                      On SmolLM2-135M neither weight 1 nor 10 improved nq_dev answers (BENCHMARKS.md,
-                      "Distilling from the fine-tuned uncompressed baseline").
-    max_documents:    KEFT examples keep at most this many documents (gold documents first kept).
-    rerank_documents: KEFT examples keep only this many of their `max_documents`, those closest to the question
-                      in MiniLM space, in `rerank_order`: train as `gmsa-eval qa --rerank` hands the decoder
-                      its documents.
-    rerank_order:     "last" (the most relevant document next to the question) or "first".
-    max_answer_tokens: KEFT targets are cut to this many tokens.
-    precision:        "fp32"; "bf16-mixed" (fp32 weights, bf16 autocast on CUDA or CPU); or "bf16" (the frozen
-                      base model's weights stored in bf16, half the memory, with bf16 autocast; the trained
-                      weights, adapters and LSA, stay fp32 and the checkpoint holds them in fp32).
-    gradient_checkpointing: recompute each layer's activations in the backward pass instead of keeping
-                      them: the same losses for much less memory (the uncompressed baseline reads ~800-token
-                      prompts through every layer), at the cost of a second forward pass.
-    """
+    """One training stage: `gmsa-train ae|keft --config RECIPE key=value ...`."""
 
     stage: str = "ae"
+    """"ae" (encoder LoRA + LSA learn to be restated) or "keft" (the decoder learns to answer)."""
     train_data: list[str] = field(default_factory=list)
+    """Files or folders: text or JSONL for AE; QA or reference-schema JSONL for KEFT."""
     eval_data: str | None = None
+    """A held-out file for periodic evaluation; default: a slice held out of train_data."""
     holdout: int | None = None
+    """Without eval_data, the last `holdout` samples of train_data are never trained on (default:
+    eval_samples) and validation uses the first `eval_samples` of them."""
     out_dir: str = "runs/gmsa"
+    """Where checkpoints go (`step-*/`, `latest`, `final/`)."""
     init_from: str | None = None
+    """The checkpoint this stage starts from (`--from`; KEFT: the AE checkpoint)."""
     compression: str = "gmsa"
+    """"gmsa" (soft tokens) or "none" (documents as text: the fine-tuned uncompressed baseline)."""
     steps: int = 1000
+    """Optimizer steps."""
     batch_size: int = 8
+    """The whole batch: several processes (torchrun) each take an equal share of it."""
     lr: float = 1e-4
+    """Learning rate of the decoder adapter (and of everything without its own)."""
     lsa_lr: float | None = None
+    """Learning rate of the LSA; default: lr."""
     encoder_lr: float | None = None
+    """Learning rate of the encoder LoRA where it trains (AE, or KEFT with keft_encoder); default: lr."""
     weight_decay: float = 0.01
+    """AdamW weight decay."""
     warmup_ratio: float = 0.1
+    """Share of the steps with a linear warm-up before the cosine decay."""
     grad_clip: float = 1.0
+    """Gradient norm clipping."""
     max_text_tokens: int = 256
+    """AE texts are cut to this many tokens (the start of each text)."""
     calibration_samples: int = 256
+    """AE from scratch fits the LSA's affine maps and readout on this many training texts first."""
     ae_decoder: bool = False
+    """AE also trains the decoder adapter (`model.keft_mode`), which KEFT then continues. Not the paper's AE,
+    which freezes the decoder; on SmolLM2-135M the frozen decoder is what caps reconstruction (lab/LOG.md)."""
     keft_encoder: bool = False
-    restate_fraction: float = 0.0
+    """KEFT also trains the encoder LoRA and the LSA (the answer loss reaches the soft tokens). Documents are
+    still compressed each on its own and without the question, so compressed documents stay cacheable."""
     rate_curriculum: list[list[int]] = field(default_factory=list)
-    teacher: str | None = None
-    distill_logits: float = 0.0
-    distill_hidden: float = 0.0
+    """[[rate, until_step], ...] in order: every sample of the steps before `until_step` uses that rate, and
+    later steps sample `model.rates`. AE warm start: [[1, 100], [2, 300]] (rates below the model's are
+    allowed) starts from the fitted readout's rate-1 map. KEFT: [[4, 300]] spends every step on rate 4."""
     max_documents: int = 5
-    rerank_documents: int | None = None
-    rerank_order: str = "last"
+    """KEFT examples keep at most this many documents (gold documents always kept)."""
     max_answer_tokens: int = 32
+    """KEFT targets are cut to this many tokens."""
     eval_every: int = 200
+    """Validate every this many steps (and at the last)."""
     eval_samples: int = 32
+    """Held-out samples validation reads."""
     save_every: int = 200
+    """Checkpoint every this many steps (and at the last); a killed run resumes from the newest."""
     seed: int = 0
+    """Seeds the adapters' initialisation and the batches (a function of seed and step)."""
     precision: str = "fp32"
+    """"fp32"; "bf16-mixed" (fp32 weights, bf16 autocast on CUDA or CPU); or "bf16" (the frozen base model's
+    weights stored in bf16, half the memory, with bf16 autocast; trained weights stay fp32, as saved)."""
     gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass: the same losses for much less memory
+    (the uncompressed baseline reads ~800-token prompts through every layer). Only where the encoder does
+    not train: one adapter is active while the backward pass recomputes layers."""
     device: str | None = None
+    """"cpu", "cuda", ...; default: what accelerate picks (CUDA when present)."""
     log_every: int = 10
+    """Write the loss to log.jsonl every this many steps."""
     model: GMSAConfig = field(default_factory=GMSAConfig)
+    """The model's config (`model:` in YAML, `model.key=value` overrides)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -135,14 +117,6 @@ class TrainConfig:
                 raise ConfigError(f"{name}={value!r} is invalid: a learning rate > 0")
         if self.holdout is not None and (not isinstance(self.holdout, int) or self.holdout < self.eval_samples):
             raise ConfigError(f"holdout={self.holdout!r} is invalid: an integer >= eval_samples ({self.eval_samples})")
-        if self.rerank_documents is not None and not (
-                isinstance(self.rerank_documents, int) and not isinstance(self.rerank_documents, bool)
-                and 1 <= self.rerank_documents <= self.max_documents):
-            raise ConfigError(f"rerank_documents={self.rerank_documents!r} is invalid: an integer from 1 to "
-                              f"max_documents ({self.max_documents}), or null to keep them all in their order")
-        if self.rerank_order not in ("first", "last"):
-            raise ConfigError(f"rerank_order={self.rerank_order!r} is invalid: 'first' or 'last' (where the most "
-                              f"relevant document goes)")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio!r} is invalid: a number in [0, 1)")
         if self.precision not in PRECISIONS:
@@ -150,42 +124,19 @@ class TrainConfig:
         self._check_curriculum()
         if self.stage == "keft" and self.model.keft_mode == "none":
             raise ConfigError("stage 'keft' needs model.keft_mode='lora' or 'full' (what the decoder trains)")
-        if not isinstance(self.ae_decoder, bool):
-            raise ConfigError(f"ae_decoder={self.ae_decoder!r} is invalid: true or false")
+        for name in ("ae_decoder", "keft_encoder", "gradient_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: true or false")
         if self.ae_decoder and self.stage != "ae":
             raise ConfigError("ae_decoder=true is invalid for stage 'keft': KEFT always trains the decoder")
-        if not isinstance(self.keft_encoder, bool):
-            raise ConfigError(f"keft_encoder={self.keft_encoder!r} is invalid: true or false")
         if self.keft_encoder and (self.stage != "keft" or self.compression != "gmsa"):
             raise ConfigError("keft_encoder=true is only valid for stage 'keft' with compression 'gmsa' "
                               "(the AE always trains the encoder; the uncompressed baseline has none)")
-        fraction = self.restate_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-            raise ConfigError(f"restate_fraction={fraction!r} is invalid: a number in [0, 1)")
-        if fraction and (self.stage != "keft" or self.compression != "gmsa"):
-            raise ConfigError(f"restate_fraction={fraction!r} is only valid for stage 'keft' with compression 'gmsa'")
-        if fraction and round(fraction * self.batch_size) in (0, self.batch_size):
-            raise ConfigError(f"restate_fraction={fraction!r} is invalid with batch_size={self.batch_size}: "
-                              "it must leave at least one restating and one QA sample in each batch")
-        self._check_distillation()
         if self.ae_decoder and self.model.keft_mode == "none":
             raise ConfigError("ae_decoder=true needs model.keft_mode='lora' or 'full' (the decoder adapter to train)")
-
-    def _check_distillation(self) -> None:
-        for name in ("distill_logits", "distill_hidden"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ConfigError(f"{name}={value!r} is invalid: a weight >= 0")
-            if value and self.teacher is None:
-                raise ConfigError(f"{name}={value!r} needs a teacher checkpoint to distil from (teacher=PATH)")
-        if self.teacher is None:
-            return
-        if not isinstance(self.teacher, str) or not self.teacher:
-            raise ConfigError(f"teacher={self.teacher!r} is invalid: the path of a checkpoint folder")
-        if self.stage != "keft" or self.compression != "gmsa":
-            raise ConfigError(f"teacher={self.teacher!r} is only valid for stage 'keft' with compression 'gmsa'")
-        if not (self.distill_logits or self.distill_hidden):
-            raise ConfigError(f"teacher={self.teacher!r} is unused: set distill_logits or distill_hidden > 0")
+        if self.gradient_checkpointing and (self.stage == "ae" or self.keft_encoder):
+            raise ConfigError("gradient_checkpointing=true is only valid where the encoder does not train (KEFT "
+                              "without keft_encoder): the backward pass recomputes layers with one adapter active")
 
     def _check_curriculum(self) -> None:
         if self.rate_curriculum and self.compression != "gmsa":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +9,6 @@ from transformers import PreTrainedTokenizerBase
 
 from gmsa.config import GMSAConfig
 from gmsa.data import keep_documents, read_qa, read_texts
-from gmsa.similarity import most_relevant
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -23,7 +19,6 @@ class Sample:
     instruction: str
     target: list[int]
     answers: list[str]
-    preamble: str = ""  # text before the contexts (PromptFormat.question_preamble)
 
 
 def ae_samples(
@@ -41,32 +36,19 @@ def ae_samples(
     return samples
 
 
-def restate_samples(samples: list[Sample], instruction: str, eos_id: int, max_tokens: int) -> list[Sample]:
-    """AE samples from the documents of QA samples: each distinct document once, cut to `max_tokens`."""
-    documents = dict.fromkeys(tuple(ids[:max_tokens]) for sample in samples for ids in sample.contexts if ids)
-    return [Sample([list(ids)], instruction, [*ids, eos_id], []) for ids in documents]
-
-
 def qa_samples(
     paths: list[str], tokenizer: PreTrainedTokenizerBase, config: GMSAConfig, max_documents: int,
-    max_answer_tokens: int, rerank: int | None = None, rerank_order: str = "last", rank_device: str | None = None,
+    max_answer_tokens: int,
 ) -> list[Sample]:
-    """KEFT samples: answer the question from the documents; the target is the first reference answer.
-    With `rerank`, only the `rerank` documents most similar to the question (MiniLM) are kept, the most relevant
-    `rerank_order` ("last": next to the question): what `gmsa-eval qa --rerank` hands the decoder. MiniLM runs on
-    `rank_device` (None: the CPU)."""
+    """KEFT samples: answer the question from the documents; the target is the first reference answer."""
     samples = []
     for path in paths:
-        examples = [e for e in read_qa(Path(path)) if e.answers]
-        documents = [keep_documents(e, max_documents) for e in examples]
-        if rerank is not None:
-            logger.info("ranking the documents of %d questions in %s (MiniLM)", len(examples), path)
-            documents = most_relevant([e.question for e in examples], documents, rerank, rank_device,
-                                      order=rerank_order, progress=True)
-        for example, kept in zip(examples, documents):
+        for example in read_qa(Path(path)):
+            if not example.answers:
+                continue
+            kept = keep_documents(example, max_documents)
             contexts = tokenizer(kept, add_special_tokens=False).input_ids if kept else []
             answer = tokenizer(example.answers[0], add_special_tokens=False).input_ids[:max_answer_tokens]
             instruction = config.prompt.question_template.format(question=example.question)
-            preamble = config.prompt.question_preamble.format(question=example.question)
-            samples.append(Sample(contexts, instruction, answer + [tokenizer.eos_token_id], example.answers, preamble))
+            samples.append(Sample(contexts, instruction, answer + [tokenizer.eos_token_id], example.answers))
     return samples

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gmsa import GMSA
-from gmsa.decoding import activate_decoder
+from gmsa.backbone.adapters import decoder_adapter, use_adapter
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ def default_model() -> GMSA:
 
 
 def test_later_loads_reuse_the_converted_copy(default_model):
-    from gmsa.base import embedded_base_folder
+    from gmsa.backbone.loading import embedded_base_folder
 
     converted = sorted(embedded_base_folder().glob("*.safetensors"))
     assert converted, "the first load must leave a converted safetensors copy in the cache"
@@ -58,8 +58,7 @@ def test_batch_and_stream_match_single_generation(default_model):
 
     def next_token_logits(batch):
         embeds, mask, positions = default_model.decoder_inputs(batch)
-        activate_decoder(default_model.base)
-        with torch.no_grad():
+        with torch.no_grad(), use_adapter(default_model.base, decoder_adapter(default_model.base)):
             return default_model.base(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits[:, -1]
 
     together = next_token_logits(conversations)  # (2, V), left-padded

@@ -14,11 +14,8 @@ from gmsa import ConfigError, GenerationSettings, GMSAConfig
         ({"segment_tokens": 30, "rates": (4,)}, "segment_tokens"),
         ({"lora_dropout": 1.5}, "lora_dropout"),
         ({"keft_mode": "everything"}, "keft_mode"),
-        ({"group_merge": "max"}, "group_merge"),
-        ({"slot_rank": 0}, "slot_rank"),
         ({"generation": {"max_new_tokens": 0}}, "generation.max_new_tokens"),
         ({"prompt": {"question_template": "no placeholder"}}, "prompt.question_template"),
-        ({"prompt": {"question_preamble": "Question: {query}"}}, "prompt.question_preamble"),
     ],
 )
 def test_invalid_values_name_field_and_value(overrides, field):

@@ -1,4 +1,4 @@
-"""Extractive answers: generation constrained to quote the documents (gmsa.extractive)."""
+"""Extractive answers: generation constrained to quote the documents (gmsa.decode.extractive)."""
 
 import re
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gmsa import GMSA
-from gmsa.extractive import QuoteConstraint, is_quote, respell
+from gmsa.decode.extractive import QuoteConstraint, is_quote, respell
 
 DOCUMENTS = ["Paris is the capital of France and its largest city.", "The quick brown fox jumps over the lazy dog."]
 

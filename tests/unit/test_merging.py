@@ -2,8 +2,8 @@ import math
 
 import torch
 
-from gmsa.merging import SlotMaps, group_merge
-from gmsa.segmenting import split_segments
+from gmsa.compress.merge import group_merge
+from gmsa.compress.segment import split_segments
 
 
 def test_groups_are_means_of_consecutive_states():
@@ -53,22 +53,3 @@ def test_segments_cover_every_token_in_order():
     assert [len(s) for s in segments] == [8, 8, 7]
     assert sum(segments, []) == tokens
     assert split_segments([], 8) == []
-
-
-def test_slot_maps_start_as_the_mean_and_then_tell_slots_apart():
-    torch.manual_seed(0)
-    hidden, mask = torch.randn(2, 10, 6), torch.tensor([[1] * 10, [1] * 7 + [0] * 3])
-    slots = SlotMaps(6, rates=(2, 4), rank=3)
-    torch.testing.assert_close(group_merge(slots(hidden, 4), mask, 4), group_merge(hidden, mask, 4), rtol=0, atol=0)
-    with torch.no_grad():
-        slots.up["4"].normal_()
-    swapped = hidden.clone()
-    swapped[:, [0, 1]] = hidden[:, [1, 0]]  # the same two tokens of the first group, in the other order
-
-    def first_group(states):
-        return group_merge(states, mask, 4)[0][:, 0]  # (B, T, H) -> (B, H)
-
-    assert torch.equal(first_group(swapped), first_group(hidden))  # a mean cannot tell them apart
-    assert not torch.allclose(first_group(slots(swapped, 4)), first_group(slots(hidden, 4)))  # slot maps can
-    torch.testing.assert_close(group_merge(slots(hidden, 2), mask, 2), group_merge(hidden, mask, 2))  # rate 2 untouched
-    assert slots(hidden[:, :7], 4).shape == (2, 7, 6)  # a last partial group keeps its length

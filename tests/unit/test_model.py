@@ -1,6 +1,5 @@
 """GMSA over a tiny random Llama: structure, compression, decoding, checkpoints."""
 
-import dataclasses
 import math
 import warnings
 
@@ -8,10 +7,12 @@ import pytest
 import torch
 
 from gmsa import GMSA, CheckpointError, GMSAConfig
-from gmsa.batching import right_pad
-from gmsa.encoder import encode
-from gmsa.layers import decoder_core
-from gmsa.prompting import embed_parts, question_message, render_chat, render_parts
+from gmsa.backbone.layers import decoder_core
+from gmsa.compress.compressor import soft_tokens
+from gmsa.compress.encode import encode
+from gmsa.compress.merge import group_merge
+from gmsa.compress.segment import right_pad
+from gmsa.decode.prompt import embed_parts, question_message, render_chat, render_parts
 from gmsa.training.calibration import calibrate_alignment
 from gmsa.training.objective import compress_contexts, decoder_batch
 from gmsa.training.samples import Sample, qa_samples
@@ -23,11 +24,14 @@ TEXTS = [
 ]
 
 
+def tiny_fields(base, **overrides) -> dict:
+    """Sizes for the tiny base; every layout field keeps its default: the shipped layout."""
+    return {"base_model": str(base), "encoder_layers": 2, "lsa_layers": 1, "lora_rank": 4, "lora_alpha": 8,
+            "rates": (2, 4), "segment_tokens": 16, **overrides}
+
+
 def tiny_config(base, **overrides) -> GMSAConfig:
-    settings = dict(base_model=str(base), encoder_layers=2, lsa_layers=1, lora_rank=4, lora_alpha=8,
-                    rates=(2, 4), segment_tokens=16)
-    settings.update(overrides)
-    return GMSAConfig(**settings)
+    return GMSAConfig(**tiny_fields(base, **overrides))
 
 
 @pytest.fixture
@@ -64,50 +68,46 @@ def test_base_weights_are_in_memory_once(model):
     assert lora_layers == {0, 1}
 
 
-def test_lsa_output_norm_starts_soft_tokens_at_the_embedding_scale(tiny_base):
-    table = GMSA.from_base(str(tiny_base), tiny_config(tiny_base, lsa_output_norm="none"), device="cpu")
-    scaled = GMSA.from_base(str(tiny_base), tiny_config(tiny_base, lsa_output_norm="embedding"), device="cpu")
-    embedding_rms = table.base.get_input_embeddings().weight.pow(2).mean().sqrt()
-    raw = table.compress(TEXTS, rate=2)[1].pow(2).mean().sqrt()
-    soft = scaled.compress(TEXTS, rate=2)[1].pow(2).mean().sqrt()
-    assert abs(soft / embedding_rms - 1) < 0.5 < abs(raw / embedding_rms - 1)
-    assert "lsa.output_norm.weight" in scaled.trained_parameters()
-    frozen = GMSA.from_base(str(tiny_base), tiny_config(tiny_base, lsa_output_norm="final"), device="cpu")
-    assert "lsa.output_norm.weight" not in frozen.trained_parameters()
+def test_the_papers_lsa_ends_in_the_bases_frozen_final_norm(tiny_base):
+    paper = GMSA.from_base(str(tiny_base), GMSAConfig.paper(**tiny_fields(tiny_base)), device="cpu")
+    assert paper.config.keft_mode == "full" and paper.config.encoder_final_norm
+    assert "lsa.output_norm.norm.weight" not in paper.trained_parameters()  # frozen: not trained, not saved
+    assert "lsa.block_gate" not in paper.trained_parameters()
+    soft = paper.compress(TEXTS, rate=2)[1]  # (m, H) after the final norm: RMS ~ the norm's weight
+    torch.testing.assert_close(soft.pow(2).mean(-1).sqrt(), torch.ones(soft.shape[0]), atol=0.05, rtol=0.05)
+    shipped = GMSA.from_base(str(tiny_base), tiny_config(tiny_base), device="cpu")
+    assert {"lsa.output_norm.weight", "lsa.block_gate"} <= set(shipped.trained_parameters())
 
 
-def test_calibration_matches_soft_tokens_to_the_embedding_statistics(tiny_base):
+def test_calibration_matches_block_inputs_to_the_embedding_statistics(tiny_base):
     torch.manual_seed(0)
-    # One rate and texts within one segment, so calibration sees exactly what compress returns below.
+    # One rate and texts within one segment, so calibration sees exactly what compress reads below.
     gmsa = GMSA.from_base(str(tiny_base), tiny_config(tiny_base, rates=(2,), segment_tokens=64), device="cpu")
     texts = TEXTS[1:]
     assert max(len(ids) for ids in gmsa.tokenize_contexts(texts)) <= gmsa.config.segment_tokens
-    assert {"lsa.input_affine.scale", "lsa.output_norm.shift"} <= set(gmsa.trained_parameters())
-    before = torch.cat(gmsa.compress(texts, rate=2))  # identity affine maps: raw block outputs
     calibrate_alignment(gmsa, gmsa.tokenize_contexts(texts))
-    soft = torch.cat(gmsa.compress(texts, rate=2))  # (N, H), the same texts it was calibrated on
+    ids, mask = right_pad(gmsa.tokenize_contexts(texts), gmsa.tokenizer.pad_token_id, gmsa.device)
+    with torch.no_grad():
+        merged, merged_mask = group_merge(encode(gmsa.base, ids, mask, 2, final_norm=False), mask, 2)
+        inputs = gmsa.lsa.input_affine(merged)[merged_mask]  # (N, H), what the blocks read
     table = gmsa.base.get_input_embeddings().weight.float()  # (V, H)
-    torch.testing.assert_close(soft.mean(dim=0), table.mean(dim=0), atol=1e-4, rtol=1e-3)
-    torch.testing.assert_close(soft.std(dim=0), table.std(dim=0), atol=1e-4, rtol=1e-3)
-    assert not torch.allclose(before, soft)
+    torch.testing.assert_close(inputs.mean(dim=0), table.mean(dim=0), atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(inputs.std(dim=0), table.std(dim=0), atol=1e-4, rtol=1e-3)
     with pytest.raises(ValueError, match="non-empty"):
         calibrate_alignment(gmsa, [[]])
 
 
 def test_readout_maps_rate_one_states_back_to_their_own_tokens(tiny_base):
     torch.manual_seed(0)
-    config = tiny_config(tiny_base, encoder_final_norm=False, lsa_output_norm="readout", lsa_gate=True)
-    gmsa = GMSA.from_base(str(tiny_base), config, device="cpu")
+    gmsa = GMSA.from_base(str(tiny_base), tiny_config(tiny_base), device="cpu")
     token_ids = [torch.randint(0, len(gmsa.tokenizer), (16,)).tolist() for _ in range(48)]
     ids, mask = right_pad(token_ids, gmsa.tokenizer.pad_token_id, gmsa.device)
     own = gmsa.base.get_input_embeddings().weight[ids].detach()  # (N, T, H): each token's embedding
     best_constant = (own - own.mean(dim=(0, 1))).pow(2).mean()
     calibrate_alignment(gmsa, token_ids)
     with torch.no_grad():
-        soft, _ = gmsa.soft_tokens(ids, mask, rate=1)  # (N, T, H): one soft token per token
+        soft, _ = soft_tokens(gmsa, ids, mask, rate=1)  # (N, T, H): one soft token per token
     assert (soft - own).pow(2).mean() < 0.5 * best_constant  # 0.21 here; no better than a constant: 1.0
-    with pytest.raises(ValueError, match="rate-1"):
-        gmsa.lsa.calibrate(soft, mask, decoder_core(gmsa.base), gmsa.base.get_input_embeddings().weight)
 
 
 def test_gated_lsa_starts_without_its_blocks(tiny_base):
@@ -133,7 +133,7 @@ def test_encoder_reads_before_or_after_the_final_norm(tiny_base):
         normed = encode(prenorm.base, ids, mask, 2)  # (B, T, H)
     torch.testing.assert_close(decoder_core(prenorm.base).norm(raw), normed)
     assert prenorm.compressor_fingerprint() != GMSA.from_base(
-        str(tiny_base), tiny_config(tiny_base), device="cpu").compressor_fingerprint()
+        str(tiny_base), tiny_config(tiny_base, encoder_final_norm=True), device="cpu").compressor_fingerprint()
 
 
 def test_compress_shapes(model):
@@ -238,16 +238,11 @@ def test_chat_places_soft_tokens_where_they_appear(model):
         [[question_message(model.config.prompt, soft, "What?")]], max_new_tokens=6)
 
 
-def test_question_preamble_comes_before_the_documents_everywhere(model, corpus):
-    # a preamble lets the decoder read the documents knowing the question; answering, evaluation and
-    # training must lay it out the same way, and compression must never see it (cacheable documents)
-    fmt = dataclasses.replace(model.config.prompt, question_preamble="Question: {question}\n")
-    model.config = dataclasses.replace(model.config, prompt=fmt)
+def test_answering_and_training_lay_out_a_question_alike(model, corpus):
+    # the decoder must read at inference what KEFT trained it on: the documents in order, then the question
+    fmt = model.config.prompt
     soft = model.compress(TEXTS[:2], rate=4)
-    expected = [[question_message(fmt, soft, model.format_question("who?"), "Question: who?\n")]]
-    parts = render_chat(model.tokenizer, fmt, expected[0])
-    first_soft = next(i for i, p in enumerate(parts) if p.is_floating_point())
-    assert "Question: who?" in model.tokenizer.decode(torch.cat(parts[:first_soft]))
+    expected = [[question_message(fmt, soft, model.format_question("who?"))]]
     seen = []  # what answer() hands the decoder (the tiny model's answers may be empty text)
     generate_chat = model.generate_chat
     model.generate_chat = lambda conversations, *args, **kwargs: seen.extend(conversations) or generate_chat(
@@ -258,11 +253,10 @@ def test_question_preamble_comes_before_the_documents_everywhere(model, corpus):
 
     tokenizer = model.tokenizer
     sample = qa_samples([str(corpus[1])], tokenizer, model.config, max_documents=2, max_answer_tokens=8)[0]
-    assert sample.preamble == "Question: What is in text 0?\n"
     contexts = compress_contexts(model, [sample], [4])
     batch = decoder_batch(model, [sample], contexts)
-    rendered = render_parts(tokenizer, fmt, contexts[0], sample.instruction, sample.preamble)
-    assert "Question: What is in text 0?" in tokenizer.decode(rendered[0]) and rendered[1] is contexts[0][0]
+    rendered = render_parts(tokenizer, fmt, contexts[0], sample.instruction)
+    assert rendered[1] is contexts[0][0] and "What is in text 0?" in tokenizer.decode(rendered[-1])
     embedding = model.base.get_input_embeddings()
     expected_embeds = torch.cat([embed_parts(embedding, rendered), embedding(torch.tensor(sample.target))])
     torch.testing.assert_close(batch.embeds[0], expected_embeds)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gmsa import GMSA
-from gmsa.adapters import ENCODER_ADAPTER, activate_adapter
+from gmsa.backbone.adapters import ENCODER_ADAPTER, use_adapter
 from gmsa.cli.eval import main as eval_main
 from gmsa.evaluation.qa import System
 from gmsa.evaluation.token_budget import keep_most_surprising, shorten_documents, surprisal, token_budget
@@ -33,15 +33,15 @@ def test_surprisal_is_the_base_models_next_token_loss_one_text_at_a_time(model):
     assert batched[2].shape == (0,)
     bos = model.tokenizer.bos_token_id
     with torch.no_grad():
-        activate_adapter(model.base, None)
         for ids, scores in zip(token_ids[:2], batched[:2]):
-            logits = model.base(input_ids=torch.tensor([[bos, *ids]])).logits[0, :-1]  # (1 + n, V) -> (n, V)
+            with use_adapter(model.base, None):
+                logits = model.base(input_ids=torch.tensor([[bos, *ids]])).logits[0, :-1]  # (1 + n, V) -> (n, V)
             expected = torch.nn.functional.cross_entropy(logits, torch.tensor(ids), reduction="none")  # (n,)
             torch.testing.assert_close(scores, expected, atol=1e-4, rtol=1e-4)
         # an active adapter (here the encoder LoRA; KEFT's in a trained checkpoint) scores otherwise
-        activate_adapter(model.base, ENCODER_ADAPTER)
         ids = token_ids[0]
-        logits = model.base(input_ids=torch.tensor([[bos, *ids]])).logits[0, :-1]  # (1 + n, V) -> (n, V)
+        with use_adapter(model.base, ENCODER_ADAPTER):
+            logits = model.base(input_ids=torch.tensor([[bos, *ids]])).logits[0, :-1]  # (1 + n, V) -> (n, V)
         with_adapter = torch.nn.functional.cross_entropy(logits, torch.tensor(ids), reduction="none")  # (n,)
         assert not torch.allclose(with_adapter, batched[0], atol=1e-3)
 

@@ -9,13 +9,14 @@ from training_recipes import TEXTS, ae_then_keft, losses, recipe
 from transformers import AutoTokenizer
 
 from gmsa import GMSA, ConfigError
+from gmsa.backbone.adapters import DECODER_ADAPTER, use_adapter
 from gmsa.cli.train import main as train_main
 from gmsa.config import GMSAConfig
-from gmsa.data import read_qa
 from gmsa.errors import CheckpointError
 from gmsa.training import loop, objective
 from gmsa.training.recipe import load_recipe
-from gmsa.training.samples import ae_samples, qa_samples
+from gmsa.training.samples import ae_samples
+from gmsa.training.setup import check_batch_split
 from gmsa.training.state import STATE_JSON
 
 
@@ -88,8 +89,9 @@ def test_loss_scores_only_the_target_positions(tmp_path, tiny_base, corpus, rate
     trimmed, tokens = objective.batch_loss(run.model, samples, rates, train_encoder=False)
     contexts = ([[torch.tensor(ids) for ids in s.contexts] for s in samples] if rates is None
                 else objective.compress_contexts(run.model, samples, rates))
-    embeds, mask, positions, labels, _ = objective.decoder_batch(run.model, samples, contexts)
-    logits = run.model.base(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits
+    embeds, mask, positions, labels = objective.decoder_batch(run.model, samples, contexts)
+    with use_adapter(run.model.base, DECODER_ADAPTER):
+        logits = run.model.base(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits
     full = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                                              ignore_index=objective.IGNORE)
     assert tokens == int((labels != objective.IGNORE).sum()) > len(samples)
@@ -186,27 +188,6 @@ def test_rate_curriculum_needs_compression(tmp_path, tiny_base, corpus):
         load_recipe(path, ["model.keft_mode=lora", "rate_curriculum=[[4, 3]]"])
 
 
-def test_rerank_documents_keeps_the_closest_documents_in_the_order_asked(tmp_path, tiny_base, corpus):
-    qa = tmp_path / "qa.jsonl"
-    documents = [{"title": "Foxes", "text": "The quick brown fox jumps over the lazy dog."},
-                 {"title": "Soft tokens", "text": "Soft tokens are vectors that a decoder reads."},
-                 {"title": "Paris", "text": "Paris is the capital and largest city of France."}]
-    qa.write_text(json.dumps({"question": "What is the capital of France?", "answers": ["Paris"],
-                              "documents": documents, "gold": [2]}) + "\n")
-    tokenizer, config = AutoTokenizer.from_pretrained(tiny_base), GMSAConfig()
-    ids = tokenizer(read_qa(qa)[0].documents, add_special_tokens=False).input_ids
-    kept = qa_samples([str(qa)], tokenizer, config, max_documents=3, max_answer_tokens=4, rerank=2)
-    assert len(kept[0].contexts) == 2 and kept[0].contexts[-1] == ids[2]  # Paris next to the question
-    kept = qa_samples([str(qa)], tokenizer, config, 3, 4, rerank=2, rerank_order="first")
-    assert kept[0].contexts[0] == ids[2]
-    assert qa_samples([str(qa)], tokenizer, config, 3, 4)[0].contexts == ids  # all, in their order
-    path = recipe(tmp_path, tiny_base, qa, tmp_path / "x", stage="keft", max_documents=3)
-    assert load_recipe(path, ["model.keft_mode=lora", "rerank_documents=1"]).rerank_documents == 1
-    for bad, shown in (("rerank_documents=0", "rerank_documents=0"), ("rerank_documents=4", "rerank_documents=4"),
-                       ("rerank_documents=true", "rerank_documents=True"), ("rerank_order=middle", "'middle'")):
-        with pytest.raises(ConfigError, match=f"{shown} is invalid"):
-            load_recipe(path, ["model.keft_mode=lora", bad])
-
 
 def test_recipe_rejects_unknown_keys(tmp_path, tiny_base, corpus):
     ae, _ = corpus
@@ -252,9 +233,9 @@ def test_two_processes_follow_the_one_process_run(tmp_path, tiny_base, corpus):
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path, tiny_base, corpus):
     ae, _ = corpus
     config = load_recipe(recipe(tmp_path, tiny_base, ae, tmp_path / "x"), ["batch_size=3"])
-    loop._check_shares(config, 1)
-    with pytest.raises(ConfigError, match="batch_size=3 .* 2 processes"):
-        loop._check_shares(config, 2)
+    check_batch_split(config, 1)
+    with pytest.raises(ConfigError, match="batch_size=3 does not split evenly over 2 processes"):
+        check_batch_split(config, 2)
 
 
 @pytest.mark.parametrize("name, overrides", [

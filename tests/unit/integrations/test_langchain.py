@@ -4,7 +4,6 @@ import asyncio
 import json
 
 import pytest
-import torch
 from langchain_core.documents import Document
 from langchain_core.load import dumpd, load
 from langchain_core.retrievers import BaseRetriever
@@ -86,25 +85,6 @@ def test_compressor_in_a_contextual_compression_chain_matches_the_engine(checkpo
     cache.clear()
     assert chain.invoke({"context": restored, "question": "capital of France?"}) == engine
 
-
-def test_chain_lays_out_a_question_preamble_as_the_engine_does(preamble_checkpoint):
-    from langchain_classic.chains.combine_documents import create_stuff_documents_chain
-
-    question = "capital of France?"
-    compressor = GMSACompressor(checkpoint=str(preamble_checkpoint), device="cpu", rate=2)
-    documents = compressor.compress_documents([Document(d) for d in DOCS], question)
-    llm = ChatGMSA(checkpoint=str(preamble_checkpoint), device="cpu", max_tokens=8)
-    prompt = gmsa_qa_prompt(llm)
-    message = prompt.invoke({"context": "\n".join(d.page_content for d in documents), "question": question})
-    conversation, _ = llm.runtime.conversation([("user", message.to_messages()[0].content)])
-    model = llm.runtime.model
-    engine = model.question_conversations([model.format_question(question)], [model.compress(DOCS, 2)],
-                                          [model.format_preamble(question)])
-    assert model.format_preamble(question) == "Question: capital of France?\n"
-    torch.testing.assert_close(model.decoder_inputs([conversation])[0], model.decoder_inputs(engine)[0])
-    chain = create_stuff_documents_chain(llm, prompt, document_separator="\n")
-    answer = model.answer(question, DOCS, rate=2, max_new_tokens=8).text
-    assert chain.invoke({"context": documents, "question": question}) == answer
 
 
 def test_compressor_async_and_relevance_filtering(checkpoint):

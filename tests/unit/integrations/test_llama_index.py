@@ -3,7 +3,6 @@
 import asyncio
 
 import pytest
-import torch
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
@@ -100,19 +99,6 @@ def test_forty_nodes_reach_the_llm_whole_in_one_prompt(tiny_checkpoint):
     assert [d.text for d in documents] == texts
     assert [n.node.node_id for n in response.source_nodes] == [f"n{i}" for i in range(40)]
 
-
-def test_query_engine_lays_out_the_checkpoints_question_preamble(preamble_checkpoint):
-    question = "capital of France?"
-    llm = RecordingLLM(checkpoint=str(preamble_checkpoint), device="cpu", max_new_tokens=8)
-    given = [NodeWithScore(node=TextNode(text=t, id_=f"n{i}"), score=1.0) for i, t in enumerate(DOCS)]
-    response = gmsa_query_engine(ListRetriever(given), llm=llm, rate=2).query(question)
-    conversation, _ = llm.runtime.conversation([("user", llm.__dict__["_prompts"][0])])
-    model = llm.runtime.model
-    engine = model.question_conversations([model.format_question(question)], [model.compress(DOCS, 2)],
-                                          [model.format_preamble(question)])
-    assert model.format_preamble(question) == "Question: capital of France?\n"
-    torch.testing.assert_close(model.decoder_inputs([conversation])[0], model.decoder_inputs(engine)[0])
-    assert (response.response or "") == model.answer(question, DOCS, rate=2, max_new_tokens=8).text
 
 
 def test_an_extractive_llm_quotes_the_compressed_nodes(tiny_checkpoint):

@@ -1,7 +1,7 @@
 """Where do the answers come from? Each answer of gmsa-eval QA runs sorted by the document it quotes.
 
 An answer is a quote of a document when it occurs in it from a word start to a word end, in any case
-and spacing (`gmsa.extractive.is_quote`, the rule of extractive decoding). Each answer falls in one
+and spacing (`gmsa.decode.extractive.is_quote`, the rule of extractive decoding). Each answer falls in one
 bin: a quote of a gold document, a quote of another (distractor) document only, or a quote of none
 (a paraphrase, or a name the decoder made up). Right and wrong answers (accuracy) are counted apart.
 
@@ -12,10 +12,10 @@ score less what its "none" answers score and its score plus what they miss (prin
 Each run's scores are also split by where the gold document stands among those read: last (next to the
 question) or earlier, since `keep_documents` leaves it last in most NQ questions and a decoder may learn that.
 
-    python benchmarks/answer_sources.py --documents 5 \\
+    python lab/scripts/answer_sources.py --documents 5 \\
         --runs "GMSA rate 4"=benchmarks/results/eval-default/qa300-gmsa/result.json \\
                "uncompressed + KEFT"=benchmarks/results/eval-default/qa300-baseline/result.json \\
-        --out benchmarks/results/extractive/answer-sources
+        --out lab/results/extractive/answer-sources
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import json
 from pathlib import Path
 
 from gmsa.data import QAExample, keep_documents, read_qa
+from gmsa.decode.extractive import is_quote
 from gmsa.errors import GMSAError
 from gmsa.evaluation.compare import read_run
-from gmsa.extractive import is_quote
 
 BINS = ("gold", "distractor", "none")
 

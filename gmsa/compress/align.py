@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from gmsa.layers import decoder_core, run_layers
+from gmsa.backbone.layers import decoder_core, run_layers
 
 
 class DimensionAffine(nn.Module):
@@ -38,9 +38,12 @@ class DimensionAffine(nn.Module):
 
 
 class Readout(nn.Linear):
-    """A linear map H -> H that `fit` sets by ridge regression (a data-dependent start for AE training)."""
+    """The shipped LSA ending: a trained linear map H -> H that `fit` sets by ridge regression before AE
+    training (a data-dependent start). `core` is accepted for the `OUTPUTS` interface."""
 
-    def __init__(self, size: int) -> None:
+    trained = True
+
+    def __init__(self, size: int, core: nn.Module | None = None) -> None:
         super().__init__(size, size)
         with torch.no_grad():  # the identity until fitted
             self.weight.copy_(torch.eye(size))
@@ -60,62 +63,61 @@ class Readout(nn.Linear):
         self.bias.copy_((y_mean - x_mean @ weight).to(self.bias))
 
 
+class FrozenFinalNorm(nn.Module):
+    """The reference code's LSA ending: a frozen copy of the base model's final norm (not trained, not saved)."""
+
+    trained = False
+
+    def __init__(self, size: int, core: nn.Module) -> None:
+        super().__init__()
+        self.norm = copy.deepcopy(core.norm).float().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)  # (..., H) -> (..., H)
+
+
+OUTPUTS: dict[str, type[nn.Module]] = {"readout": Readout, "final": FrozenFinalNorm}
+"""`GMSAConfig.lsa_output_norm` -> the module that ends the LSA."""
+
+
 class LayerSemanticAlignment(nn.Module):
     """An input affine, `num_layers` Transformer blocks initialised as copies of the base model's
-    lowest layers, and an output map into the embedding space.
+    lowest layers (gated in, or not), and an output map into the embedding space (`OUTPUTS`).
 
     Build it before any adapter is injected into the base model, so the copies hold plain weights.
     The affine maps start as the identity; `calibrate` (run by the AE stage before its first step)
-    fits them to data.
+    fits them to data. Everything here is fp32 whatever the base's dtype: the blocks run on M = T/r
+    positions (cheap), and a fitted readout loses what it reads to bf16 rounding; `forward` casts its
+    input up and the compressor casts soft tokens down to the decoder's dtype.
     """
 
-    def __init__(self, base: PreTrainedModel, num_layers: int, output_norm: str, gated: bool = False) -> None:
+    def __init__(self, base: PreTrainedModel, num_layers: int, output: str, gated: bool = True) -> None:
         super().__init__()
         core = decoder_core(base)
         size = base.config.hidden_size
         self.input_affine = DimensionAffine(size)
-        # Kept in fp32 whatever the base's dtype: the blocks run on M = T/r positions (cheap), and a fitted
-        # readout loses what it reads to bf16 rounding. `forward` casts its input up and `GMSA` casts soft
-        # tokens down to the decoder's dtype.
         self.blocks = copy.deepcopy(core.layers[:num_layers]).float()
         self.blocks.requires_grad_(True)
         # Gated: blocks(x) enters as x + g * (blocks(x) - x), g per dimension and 0 at first (as ReZero), so
         # training starts from the affine + readout map and learns how much of the blocks to use.
         self.block_gate = nn.Parameter(torch.zeros(size)) if gated else None
-        self.output_norm_kind = output_norm
-        self.output_norm: nn.Module | None = None
-        if output_norm == "readout":
-            self.output_norm = Readout(size)
-        elif output_norm == "calibrated":
-            self.output_norm = DimensionAffine(size)
-        elif output_norm in ("embedding", "final"):
-            self.output_norm = copy.deepcopy(core.norm).float()
-        if output_norm == "final":
-            self.output_norm.requires_grad_(False)  # the reference code's frozen final norm
-        elif output_norm == "embedding":
-            # A block's output is a residual stream two orders of magnitude larger than a token
-            # embedding (SmolLM2: RMS 16 vs 0.11); start the soft tokens at each embedding dimension's scale.
-            with torch.no_grad():
-                table = base.get_input_embeddings().weight  # (V, H)
-                self.output_norm.weight.copy_(table.float().pow(2).mean(dim=0).sqrt())  # (H,)
-            self.output_norm.requires_grad_(True)
+        self.output_norm = OUTPUTS[output](size, core)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        frozen = "output_norm." if self.output_norm_kind == "final" else None
-        return {name: param for name, param in self.named_parameters() if not (frozen and name.startswith(frozen))}
+        params = dict(self.named_parameters())
+        if not self.output_norm.trained:
+            params = {name: param for name, param in params.items() if not name.startswith("output_norm.")}
+        return params
 
     def forward(self, merged: torch.Tensor, mask: torch.Tensor, core: nn.Module) -> torch.Tensor:
-        """(B, M, H) merged states, (B, M) mask, positions 0..M-1 -> (B, M, H) soft tokens.
+        """(B, M, H) merged states, (B, M) mask, positions 0..M-1 -> (B, M, H) soft tokens, fp32.
 
         `core` is the base model's decoder stack, lent for its rotary embedding and mask rules.
-        Runs outside autocast, in the LSA's own dtype: it is cheap (M = T/r positions), and a fitted
-        readout loses what it reads to bf16 rounding.
+        Runs outside autocast, in the LSA's own dtype.
         """
         with torch.autocast(merged.device.type, enabled=False):
             soft = self._blocks(merged, mask, core)  # (B, M, H) -> (B, M, H)
-            if self.output_norm is not None:
-                soft = self.output_norm(soft)  # (B, M, H) -> (B, M, H)
-        return soft
+            return self.output_norm(soft)  # (B, M, H) -> (B, M, H)
 
     def _blocks(self, merged: torch.Tensor, mask: torch.Tensor, core: nn.Module) -> torch.Tensor:
         """Input affine, then the blocks (gated or not): (B, M, H) in any dtype -> (B, M, H) in the LSA's."""
@@ -132,25 +134,20 @@ class LayerSemanticAlignment(nn.Module):
         mask: torch.Tensor,
         core: nn.Module,
         embedding: torch.Tensor,
-        tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     ) -> None:
-        """Fit the affine maps so block inputs (and, for "calibrated", soft tokens) match `embedding` (V, H).
+        """Fit the input affine so block inputs match `embedding` (V, H), then a readout output.
 
         The blocks are copies of the base's lowest layers, which read token embeddings: they get inputs
         with each embedding dimension's mean and spread. merged (B, M, H), mask (B, M) as in forward.
-        For "readout", `tokens` = (states (B, T, H), mask (B, T), input_ids (B, T)), encoder states at
-        rate 1: the readout is fitted so each token's soft token approximates the token's own embedding.
+        `tokens` = (states (B, T, H), mask (B, T), input_ids (B, T)), encoder states at rate 1: a readout
+        is fitted so each token's soft token approximates the token's own embedding.
         """
         real = mask.bool()
         table = embedding.float()
         target_mean, target_std = table.mean(dim=0), table.std(dim=0)  # (V, H) -> (H,), (H,)
         self.input_affine.calibrate(merged[real], target_mean, target_std)  # (N, H)
-        if self.output_norm_kind == "calibrated":
-            hidden = self._blocks(merged, mask, core)  # (B, M, H)
-            self.output_norm.calibrate(hidden[real], target_mean, target_std)
-        elif self.output_norm_kind == "readout":
-            if tokens is None:
-                raise ValueError("lsa_output_norm='readout' is fitted on rate-1 encoder states: pass `tokens`")
+        if isinstance(self.output_norm, Readout):
             states, token_mask, input_ids = tokens
             hidden = self._blocks(states.float(), token_mask, core)  # (B, T, H)
             real_tokens = token_mask.bool()

@@ -6,7 +6,7 @@ run is the one that went on. Writes training_curve.json (every run's evaluations
 training_curve.png (one panel per metric, one line per run). A run that went on from another's checkpoint
 (`--from`) counts its steps from 0: `--step-offsets` puts it after the steps it continues.
 
-    python benchmarks/training_curve.py --runs runs/ae-r4-long runs/probe-mean \\
+    python lab/scripts/training_curve.py --runs runs/ae-r4-long runs/probe-mean \\
         --metrics eval_loss_r4 eval_bleu4_r4 --out results/ae-steps
 """
 

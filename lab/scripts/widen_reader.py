@@ -8,7 +8,7 @@ equals [B, 0] @ [A; A_new] for any A_new, and a new target's update starts at B 
 checkpoint starts from exactly the old reader. A_new keeps peft's LoRA initialisation, so the new
 directions train from the first step (zero rows of A would get no gradient).
 
-    python benchmarks/widen_reader.py --checkpoint gmsa/checkpoints/default --out runs/default-full-reader
+    python lab/scripts/widen_reader.py --checkpoint gmsa/checkpoints/default --out runs/default-full-reader
     gmsa-train keft --config recipes/default-keft-nq.yaml --from runs/default-full-reader model.keft_mode=full ...
 
 The script checks that both give the same next-token logits on one prompt before it writes `--out`.
@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from gmsa import GMSA
+from gmsa.backbone.adapters import decoder_adapter, use_adapter
 from gmsa.checkpoint import read_checkpoint
-from gmsa.decoding import activate_decoder
 from gmsa.errors import CheckpointError, GMSAError
 
 logger = logging.getLogger("widen_reader")
@@ -72,8 +72,8 @@ def next_token_logits(model: GMSA) -> torch.Tensor:
     """Logits of the first answer token for one compressed document and question: (V,)."""
     soft = model.compress([CHECK_TEXT], rate=model.config.rates[0])  # [(m, H)]
     embeds, mask, positions = model.decoder_inputs(model.question_conversations([CHECK_QUESTION], [soft]))
-    activate_decoder(model.base)
-    logits = model.base(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits  # (1, T, V)
+    with use_adapter(model.base, decoder_adapter(model.base)):
+        logits = model.base(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits  # (1, T, V)
     return logits[0, -1].float()
 
 

@@ -9,8 +9,8 @@ o = 0 .. rate-1 (the first o tokens form one short group), so for every question
 token sits once at each slot. The other documents are compressed as usual. Each question is answered
 rate times, once per offset, and the scores are compared slot against slot, paired by question.
 
-    python benchmarks/answer_slot.py --checkpoint gmsa/checkpoints/default --questions 300 \\
-        --out benchmarks/results/answer-slot/default
+    python lab/scripts/answer_slot.py --checkpoint gmsa/checkpoints/default --questions 300 \\
+        --out lab/results/answer-slot/default
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ import torch
 from tqdm import tqdm
 
 from gmsa import GMSA
+from gmsa.backbone.layers import decoder_core
+from gmsa.compress.encode import encode
+from gmsa.compress.merge import group_merge
 from gmsa.data import keep_documents, read_qa
-from gmsa.encoder import encode
 from gmsa.errors import GMSAError
 from gmsa.evaluation.answer_location import locate_answer
 from gmsa.evaluation.metrics import accuracy, exact_match, token_f1
-from gmsa.layers import decoder_core
-from gmsa.merging import group_merge, merge_groups
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "nq_dev.jsonl"
 METRICS = {"em": exact_match, "f1": token_f1, "accuracy": accuracy}
@@ -43,7 +43,7 @@ def shifted_soft_tokens(model: GMSA, text: str, rate: int, offset: int) -> torch
     ids = torch.tensor([model.tokenize_contexts([text])[0]], device=model.device)  # (1, T)
     mask = torch.ones_like(ids)  # (1, T)
     hidden = encode(model.base, ids, mask, model.config.encoder_layers, model.config.encoder_final_norm)  # (1, T, H)
-    rest, rest_mask = merge_groups(hidden[:, offset:], mask[:, offset:], rate)  # (1, T-o, H) -> (1, M, H)
+    rest, rest_mask = group_merge(hidden[:, offset:], mask[:, offset:], rate)  # (1, T-o, H) -> (1, M, H)
     if offset:
         head, head_mask = group_merge(hidden[:, :offset], mask[:, :offset], offset)  # (1, o, H) -> (1, 1, H)
         rest, rest_mask = torch.cat([head, rest], dim=1), torch.cat([head_mask, rest_mask], dim=1)  # (1, 1+M, H)
@@ -103,8 +103,6 @@ def main() -> None:
         rate = model.config.check_rate(args.rate)
     except GMSAError as error:
         parser.exit(2, f"answer_slot.py: error: {error}\n")
-    if model.slot_maps is not None:  # their maps are tied to slots counted from the document's first token
-        parser.exit(2, "answer_slot.py: error: checkpoints with model.group_merge=slot are not supported\n")
     records = []
     for example in tqdm(examples, desc="questions"):
         documents = keep_documents(example, args.documents)

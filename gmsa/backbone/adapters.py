@@ -2,7 +2,7 @@
 
 The base weights live in memory once. The encoder's LoRA ("gmsa_encoder", on the first k
 layers) and the decoder's KEFT adapter ("gmsa_decoder", optional) are both peft adapters
-injected into that one model; `use_adapter` picks which one a forward pass sees.
+injected into that one model; a `use_adapter` block says which one its forward passes see.
 
 Adapter weights are fp32 whatever the base's dtype (peft's `cast_adapter_dtype`, as `get_peft_model`
 does): a bf16/fp16 base keeps its memory saving, and trained weights keep fp32 precision (peft casts a
@@ -12,6 +12,8 @@ layer's input up for the adapter and the sum back to the base's dtype).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from peft import LoraConfig
 from peft.tuners.tuners_utils import cast_adapter_dtype
@@ -61,12 +63,14 @@ def has_adapter(base: PreTrainedModel, name: str) -> bool:
     return name in (getattr(base, "peft_config", None) or {})
 
 
-def activate_adapter(base: PreTrainedModel, name: str | None) -> None:
-    """Make only adapter `name` active for the next forward passes (None: the plain base model).
+def decoder_adapter(base: PreTrainedModel) -> str | None:
+    """The adapter the decoder reads with: the KEFT adapter when there is one, else none (the plain base)."""
+    return DECODER_ADAPTER if has_adapter(base, DECODER_ADAPTER) else None
 
-    peft flips requires_grad when switching adapters; training decides what is trainable,
-    so the flags are restored. Not thread-safe on its own: GMSA holds a lock around use.
-    """
+
+def _activate(base: PreTrainedModel, name: str | None) -> None:
+    """Make only adapter `name` active (None: the plain base model), keeping every requires_grad flag:
+    peft flips them when switching adapters, and training decides what is trainable."""
     if not getattr(base, "peft_config", None):
         return
     flags = [(param, param.requires_grad) for param in base.parameters()]
@@ -77,3 +81,21 @@ def activate_adapter(base: PreTrainedModel, name: str | None) -> None:
         base.set_adapter(name)
     for param, flag in flags:
         param.requires_grad_(flag)
+    base._gmsa_adapter = name
+
+
+@contextmanager
+def use_adapter(base: PreTrainedModel, name: str | None) -> Iterator[None]:
+    """Within the block only adapter `name` is active (None: the plain base model); the previous choice is
+    restored after it. Not thread-safe on its own: GMSA holds a lock around model use."""
+    previous = getattr(base, "_gmsa_adapter", None)
+    _activate(base, name)
+    try:
+        yield
+    finally:
+        _activate(base, previous)
+
+
+def reset_adapters(base: PreTrainedModel) -> None:
+    """Outside `use_adapter` blocks the plain base model is active (adding an adapter activates it)."""
+    _activate(base, None)

@@ -15,13 +15,9 @@ from transformers import (
     TextIteratorStreamer,
 )
 
-from gmsa.adapters import DECODER_ADAPTER, activate_adapter, has_adapter
+from gmsa.backbone.adapters import decoder_adapter, use_adapter
 from gmsa.config import GenerationSettings
-from gmsa.extractive import respell
-
-
-def activate_decoder(base: PreTrainedModel) -> None:
-    activate_adapter(base, DECODER_ADAPTER if has_adapter(base, DECODER_ADAPTER) else None)
+from gmsa.decode.extractive import respell
 
 
 def _generation_config(tokenizer: PreTrainedTokenizerBase, settings: GenerationSettings) -> GenerationConfig:
@@ -56,9 +52,8 @@ def generate_ids(
     streamer: TextIteratorStreamer | None = None,
     logits_processor: LogitsProcessorList | None = None,
 ) -> torch.Tensor:
-    """(B, T, H) left-padded prompts -> (B, N) new token ids."""
-    activate_decoder(base)
-    with warnings.catch_warnings():
+    """(B, T, H) left-padded prompts -> (B, N) new token ids, with the decoder's adapter."""
+    with use_adapter(base, decoder_adapter(base)), warnings.catch_warnings():
         # Soft tokens have no ids, so the penalty can only see generated tokens (as in the reference code).
         warnings.filterwarnings("ignore", message=".*repetition_penalty.*inputs_embeds.*")
         return base.generate(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from gmsa.adapters import ENCODER_ADAPTER, activate_adapter
-from gmsa.layers import decoder_core, run_layers
+from gmsa.backbone.adapters import ENCODER_ADAPTER, use_adapter
+from gmsa.backbone.layers import decoder_core, run_layers
 
 
 def encode(
@@ -18,7 +18,7 @@ def encode(
     Output: (B, T, H).
     """
     core = decoder_core(base)
-    activate_adapter(base, ENCODER_ADAPTER)
-    hidden = core.embed_tokens(input_ids)  # (B, T) -> (B, T, H)
-    hidden = run_layers(core, core.layers[:num_layers], hidden, mask)  # (B, T, H) -> (B, T, H)
-    return core.norm(hidden) if final_norm else hidden  # (B, T, H)
+    with use_adapter(base, ENCODER_ADAPTER):
+        hidden = core.embed_tokens(input_ids)  # (B, T) -> (B, T, H)
+        hidden = run_layers(core, core.layers[:num_layers], hidden, mask)  # (B, T, H) -> (B, T, H)
+        return core.norm(hidden) if final_norm else hidden  # (B, T, H)

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from gmsa.config import PromptFormat
+from gmsa.errors import GMSAError
 
 Context = torch.Tensor | str
 """A context for the decoder: soft tokens (m, H) of a compressed text, or plain text left uncompressed."""
@@ -63,11 +64,9 @@ def render_chat(
     return parts
 
 
-def question_message(
-    fmt: PromptFormat, contexts: Sequence[Context], instruction: str, preamble: str = ""
-) -> ChatMessage:
-    """The user turn GMSA is trained on: the preamble (if any), contexts in order, separated, then the instruction."""
-    content: list[Context] = [preamble] if preamble else []
+def question_message(fmt: PromptFormat, contexts: Sequence[Context], instruction: str) -> ChatMessage:
+    """The user turn GMSA is trained on: the contexts in order, separated, then the instruction."""
+    content: list[Context] = []
     for index, context in enumerate(contexts):
         content.extend([fmt.document_separator, context] if index else [context])
     content.extend(["\n", instruction] if contexts else [instruction])
@@ -75,11 +74,22 @@ def question_message(
 
 
 def render_parts(
-    tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, contexts: Sequence[Context], instruction: str,
-    preamble: str = "",
+    tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, contexts: Sequence[Context], instruction: str
 ) -> list[torch.Tensor]:
     """The prompt of one question over contexts (soft tokens or plain text), as parts."""
-    return render_chat(tokenizer, fmt, [question_message(fmt, contexts, instruction, preamble)])
+    return render_chat(tokenizer, fmt, [question_message(fmt, contexts, instruction)])
+
+
+def question_conversations(
+    fmt: PromptFormat, prompts: Sequence[str], contexts: Sequence[Sequence[Context]] | None
+) -> list[list[ChatMessage]]:
+    """One single-turn conversation per prompt, contexts[i] (soft tokens or plain texts) before prompts[i]."""
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings; use stream() or answer() for one prompt")
+    contexts = contexts if contexts is not None else [[] for _ in prompts]
+    if len(prompts) != len(contexts):
+        raise GMSAError(f"got {len(prompts)} prompts and {len(contexts)} context lists")
+    return [[question_message(fmt, ctx, text)] for text, ctx in zip(prompts, contexts)]
 
 
 def embed_parts(embedding: nn.Embedding, parts: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -90,6 +100,16 @@ def embed_parts(embedding: nn.Embedding, parts: Sequence[torch.Tensor]) -> torch
         for part in parts
     ]  # each (n_i, H)
     return torch.cat(pieces, dim=0)  # (T, H)
+
+
+def decoder_inputs(
+    tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, embedding: nn.Embedding,
+    conversations: Sequence[Sequence[ChatMessage]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Conversations -> left-padded decoder inputs: embeds (B, T, H), mask (B, T), position_ids (B, T)."""
+    sequences = [embed_parts(embedding, render_chat(tokenizer, fmt, conversation))
+                 for conversation in conversations]  # B x (T_i, H)
+    return left_pad(sequences)
 
 
 def left_pad(sequences: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -6,10 +6,10 @@ selective@R), and pairs every run with the reference question by question, as `g
 the questions all of them share. Writes rate_curve.json (each run's means and paired differences with their
 standard errors) and rate_curve.png (F1 and EM against the rate, one line per series, the reference dashed).
 
-    python benchmarks/rate_curve.py --reference results/qa300-baseline/result.json \\
+    python lab/scripts/rate_curve.py --reference results/qa300-baseline/result.json \\
         --runs 1=results/qa300-rate1/result.json 2=results/qa300-rate2/result.json 4=results/qa300-rate4/result.json \\
         --out results/rate-curve
-    python benchmarks/rate_curve.py --reference results/qa300-baseline/result.json --labels GMSA "first tokens" \\
+    python lab/scripts/rate_curve.py --reference results/qa300-baseline/result.json --labels GMSA "first tokens" \\
         --runs 4=results/gmsa/result.json:gmsa@4 8=results/gmsa/result.json:gmsa@8 \\
         --runs 4=results/budget4/result.json:truncated@4 8=results/budget8/result.json:truncated@8 --out ...
 """

@@ -6,7 +6,7 @@ gold document holds no reference verbatim are counted apart), and each run's acc
 part with their standard errors. A reader of the whole text should find answers anywhere; one that keeps each
 document's first quarter (truncated@4) only in the first part. Writes answer_position.json and a plot.
 
-    python benchmarks/answer_position.py --data ../shared/data/qa/nq_dev.jsonl --documents 5 \\
+    python lab/scripts/answer_position.py --data ../shared/data/qa/nq_dev.jsonl --documents 5 \\
         --runs results/qa300-gmsa/result.json:gmsa@4 results/budget4/result.json:truncated@4 \\
         --out results/answer-position
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from gmsa.base import resolve_base_path
+from gmsa.backbone.loading import resolve_base_path
 from gmsa.config import EMBEDDED_BASE
 from gmsa.data import QAExample, keep_documents, read_qa
 from gmsa.errors import GMSAError

@@ -9,7 +9,7 @@ tokens). If the reader does well on restatements, the information is in the soft
 what is missing is the decoder's skill in reading them; if not, compression lost it. Without
 --reader only the restatements are scored (BLEU-4, ROUGE-L, and how often an answer survives).
 
-    python benchmarks/restated_qa.py --restater runs/default-ae-decoder/final \\
+    python lab/scripts/restated_qa.py --restater runs/default-ae-decoder/final \\
         --reader runs/baseline-keft/final --questions 100 --documents 5 --rate 4 --out results/restated-qa
 """
 

@@ -1,4 +1,5 @@
-"""Token batches: right padding for the encoder, and grouping by length under a padded-token budget."""
+"""Token ids -> encoder batches: segments of at most `segment_tokens` (nothing is truncated), grouped by
+length under a padded-token budget, right-padded (the encoder's layout)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ from collections.abc import Sequence
 import torch
 
 
-def pad_rows(rows: Sequence[torch.Tensor]) -> torch.Tensor:
-    """N tensors of shape (L_i, ...) -> (N, max L_i, ...), zero-padded at the end."""
-    return torch.nn.utils.rnn.pad_sequence(list(rows), batch_first=True)
+def split_segments(token_ids: list[int], segment_tokens: int) -> list[list[int]]:
+    """Consecutive chunks of at most `segment_tokens` tokens covering every token, in order.
+
+    `segment_tokens` is a multiple of every compression rate (GMSAConfig checks it), so only
+    the last segment can end in a partial group and ceil(n / r) soft tokens come out overall.
+    """
+    if segment_tokens < 1:
+        raise ValueError(f"segment_tokens={segment_tokens} must be >= 1")
+    return [token_ids[start:start + segment_tokens] for start in range(0, len(token_ids), segment_tokens)]
 
 
 def length_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> list[list[int]]:
@@ -26,6 +33,11 @@ def length_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> li
         else:
             batches.append([index])
     return batches
+
+
+def pad_rows(rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    """N tensors of shape (L_i, ...) -> (N, max L_i, ...), zero-padded at the end."""
+    return torch.nn.utils.rnn.pad_sequence(list(rows), batch_first=True)
 
 
 def right_pad(

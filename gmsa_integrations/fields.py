@@ -1,0 +1,65 @@
+"""The fields the LangChain and LlamaIndex classes share, declared once (pydantic mixins).
+
+Generation fields default to None: the checkpoint's `GenerationSettings` (gmsa.config) then decide, so
+generation defaults live in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from gmsa_integrations.cache import SoftTokenCache
+from gmsa_integrations.runtime import GMSARuntime
+
+
+class RuntimeFields(BaseModel):
+    """Which GMSA model, where; the model loads on first use (`runtime`), never at construction, and is
+    shared by every instance on the same checkpoint/device/dtype."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    checkpoint: str | None = None
+    """GMSA checkpoint folder; None: the bundled default."""
+    device: str | None = None
+    """"cuda", "cpu", ...; None: CUDA when present."""
+    dtype: str | None = None
+    """The base model's weights: "float32", "bfloat16" or "float16"; None: bfloat16 on CUDA, float32 on the CPU."""
+    soft_token_cache: SoftTokenCache | None = Field(default=None, exclude=True)
+    """Where soft tokens are cached; None: the process-wide in-memory cache."""
+    _runtime: GMSARuntime | None = PrivateAttr(default=None)
+
+    @property
+    def runtime(self) -> GMSARuntime:
+        if self._runtime is None:
+            self._runtime = GMSARuntime(self.checkpoint, self.device, self.dtype, self.soft_token_cache)
+        return self._runtime
+
+
+class CompressorFields(RuntimeFields):
+    """What a compressor (LangChain) or node postprocessor (LlamaIndex) is asked to do."""
+
+    rate: int | None = None
+    """Compression rate; None: the checkpoint's first rate."""
+    top_n: int | None = Field(default=None, ge=1)
+    """Keep only the `top_n` texts closest to the query (all-MiniLM-L6-v2)."""
+    score_threshold: float | None = None
+    """Keep only texts at least this similar to the query (cosine, all-MiniLM-L6-v2)."""
+    reorder: bool | Literal["first", "last"] = False
+    """True or "first": the most relevant text first; "last": last, next to the question (what the bundled
+    default reads best, lab/LOG.md "Reranking")."""
+
+
+class GenerationFields(RuntimeFields):
+    """How the decoder generates; None: the checkpoint's setting (greedy, repetition penalty 1.3)."""
+
+    temperature: float | None = Field(default=None, ge=0.0)
+    """0: greedy decoding; > 0 samples; None: the checkpoint's setting."""
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Nucleus sampling (with temperature > 0)."""
+    repetition_penalty: float | None = Field(default=None, gt=0.0)
+    """1.0 disables it; None: the checkpoint's (1.3, the reference inference)."""
+    extractive: bool = False
+    """Replies quote the compressed documents (constrained decoding, `gmsa.decode.extractive`): for factoid
+    QA, where an answer is a span of a document."""
