@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from gmsa import answering
 from gmsa.answer import Answer
+from gmsa.answering import DEFAULT_BUDGET, Relevance
 from gmsa.backbone.adapters import add_decoder_adapter, add_encoder_adapter, reset_adapters
 from gmsa.backbone.loading import load_base, resolve_device, resolve_dtype
 from gmsa.checkpoint import check_base, load_trained, read_checkpoint, trained_parameters, write_checkpoint
@@ -29,6 +30,7 @@ from gmsa.config import EMBEDDED_BASE, GenerationSettings, GMSAConfig
 from gmsa.decode.extractive import quote_processors
 from gmsa.decode.generate import decode_texts, generate_ids, stream_text
 from gmsa.decode.prompt import ChatMessage, Context, decoder_inputs, question_conversations
+from gmsa.plan import Budget, Plan
 
 logger = logging.getLogger(__name__)
 
@@ -276,24 +278,15 @@ class GMSA(nn.Module):
         prompts = [self.format_question(q) for q in questions]
         return self.generate(prompts, contexts, settings, quote_from=quote_from, **overrides)
 
-    def answer(
-        self,
-        question: str,
-        documents: Sequence[str],
-        rate: int | None = None,
-        settings: GenerationSettings | None = None,
-        extractive: bool = False,
-        **overrides,
-    ) -> Answer:
-        """Compress each document on its own (so each can be cached), then answer the question;
-        `extractive`: the answer quotes the documents (`gmsa.decode.extractive`, for factoid questions)."""
-        start = time.perf_counter()
-        soft = self.compress(list(documents), rate) if documents else []
-        compressed = time.perf_counter()
-        quotes = [list(documents)] if extractive else None
-        text = self.answer_questions([question], [soft], settings, quotes, **overrides)[0]
-        done = time.perf_counter()
-        rate = rate if rate is not None else self.config.rates[0]
-        tokens, soft_count = sum(map(len, self.tokenize_contexts(list(documents)))), sum(int(s.shape[0]) for s in soft)
-        return Answer(text=text, rate=rate, context_tokens=tokens, soft_tokens=soft_count,
-                      compress_seconds=compressed - start, generate_seconds=done - compressed)
+    def plan(self, question: str, documents: Sequence[str], budget: Budget = DEFAULT_BUDGET,
+             relevance: Relevance = None) -> Plan:
+        """How `answer` would send each document within `budget` (`gmsa.plan`): whole, at a rate, or dropped;
+        `relevance`: None (MiniLM), "order", scores, or a callable (`gmsa.answering.Relevance`)."""
+        return answering.plan_for(self, question, documents, budget, relevance)
+
+    def answer(self, question: str, documents: Sequence[str], rate: int | None = None, budget: Budget | None = None,
+               relevance: Relevance = None, settings: GenerationSettings | None = None, extractive: bool = False,
+               **overrides) -> Answer:
+        """Answer over documents within a `budget` (default "auto": the most relevant whole, the rest as soft
+        tokens) or at one fixed `rate`; `extractive`: the answer quotes the documents (`gmsa.answering`)."""
+        return answering.answer(self, question, documents, rate, budget, relevance, settings, extractive, **overrides)

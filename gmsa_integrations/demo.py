@@ -12,6 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
+from gmsa.cli.ask import budget_argument
 from gmsa.config import BASE_DTYPES
 
 DEFAULT_DOCUMENTS = Path(__file__).resolve().parents[1] / "gmsa" / "examples" / "docs"
@@ -59,6 +60,19 @@ def timed_stream(chain, question: str) -> tuple[str, float, float]:
     return "".join(chunks).strip(), first if first is not None else total, total
 
 
+def _sent(compressor, retrieved: list, documents: list) -> str:
+    """How the passages were sent: tokens as text, soft tokens at which rates, passages left out."""
+    total = sum(compressor.runtime.count_tokens([d.page_content for d in retrieved]))
+    text = [d for d in documents if d.metadata["gmsa_form"] == "text"]
+    soft = [d for d in documents if d.metadata["gmsa_form"] == "soft"]
+    rates = ", ".join(str(r) for r in sorted({d.metadata["gmsa_rate"] for d in soft}))
+    sent = sum(d.metadata["gmsa_positions"] for d in documents)
+    return (f"{total} document tokens -> {sum(d.metadata['gmsa_tokens'] for d in text)} as text ({len(text)} "
+            f"passages) + {sum(d.metadata['gmsa_soft_tokens'] for d in soft)} soft tokens ({len(soft)} passages"
+            f"{', rate ' + rates if rates else ''}), {len(retrieved) - len(documents)} left out; "
+            f"{sent} decoder positions, {total - sent} saved")
+
+
 def run(args: argparse.Namespace) -> int:
     from langchain_classic.retrievers import ContextualCompressionRetriever
     from langchain_core.vectorstores import InMemoryVectorStore
@@ -70,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     store.add_documents(passages(args.documents))
     retriever = store.as_retriever(search_kwargs={"k": args.top_k})
     compressor = GMSACompressor(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
-                                rate=args.rate)
+                                rate=args.rate, budget=args.budget)
     llm = ChatGMSA(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
                    max_tokens=args.max_new_tokens)
     compressed = build_chain(ContextualCompressionRetriever(base_compressor=compressor, base_retriever=retriever), llm)
@@ -81,16 +95,14 @@ def run(args: argparse.Namespace) -> int:
     answer, gmsa_first, gmsa_seconds = timed_stream(compressed, args.question)
     plain_answer, plain_first, plain_seconds = timed_stream(uncompressed, args.question)
 
-    documents = compressor.compress_documents(retriever.invoke(args.question), args.question)
-    text_tokens = sum(d.metadata["gmsa_tokens"] for d in documents)
-    soft_tokens = sum(d.metadata["gmsa_soft_tokens"] for d in documents)
+    retrieved = retriever.invoke(args.question)
+    documents = compressor.compress_documents(retrieved, args.question)
     print(f"question:     {args.question}")
     print(f"answer:       {answer}")
     print(f"uncompressed: {plain_answer}")
-    print(f"retrieved:    {len(documents)} passages from {args.documents} "
-          f"({', '.join(sorted({d.metadata['source'] for d in documents}))})")
-    print(f"tokens:       {text_tokens} document tokens -> {soft_tokens} soft tokens "
-          f"(rate {documents[0].metadata['gmsa_rate']}, {text_tokens - soft_tokens} saved)")
+    print(f"retrieved:    {len(retrieved)} passages from {args.documents} "
+          f"({', '.join(sorted({d.metadata['source'] for d in retrieved}))})")
+    print(f"tokens:       {_sent(compressor, retrieved, documents)}")
     print(f"first token:  GMSA chain {gmsa_first:.2f} s vs uncompressed chain {plain_first:.2f} s "
           f"({plain_first / gmsa_first:.2f}x faster; retrieval and compression included, same model and passages)")
     print(f"whole answer: GMSA chain {gmsa_seconds:.2f} s vs uncompressed chain {plain_seconds:.2f} s "
@@ -111,7 +123,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--documents", type=Path, default=DEFAULT_DOCUMENTS,
                         help="folder of .md/.txt files (default: GMSA's own documentation)")
     parser.add_argument("--top-k", type=int, default=4, help="passages retrieved")
-    parser.add_argument("--rate", type=int, help="compression rate (default: the model's first rate)")
+    parser.add_argument("--budget", type=budget_argument, metavar="B", default=None,
+                        help="decoder positions the passages may take: a fraction of their tokens, a number, or "
+                             "'auto' (the default): the most relevant whole, the rest as soft tokens")
+    parser.add_argument("--rate", type=int, help="compress every passage at this one rate instead of a budget")
     parser.add_argument("--checkpoint", help="a GMSA checkpoint folder (default: the bundled default model)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=BASE_DTYPES, help="the base model's weights (default: bfloat16 on CUDA, "

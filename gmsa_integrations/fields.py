@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from gmsa.plan import budget_positions
 from gmsa_integrations.cache import SoftTokenCache
 from gmsa_integrations.runtime import GMSARuntime
 
@@ -38,17 +39,33 @@ class RuntimeFields(BaseModel):
 
 
 class CompressorFields(RuntimeFields):
-    """What a compressor (LangChain) or node postprocessor (LlamaIndex) is asked to do."""
+    """What a compressor (LangChain) or node postprocessor (LlamaIndex) is asked to do: by default, send the
+    retrieved texts within a budget (the most relevant whole, the rest as soft tokens at rates that follow
+    relevance, `gmsa.plan`), or compress every text at one fixed `rate`."""
 
+    budget: float | int | str | None = None
+    """Decoder positions the texts may take: a fraction of their tokens in (0, 1], a number of positions, or
+    "auto" (the default when no rate is given: short texts whole, else a quarter)."""
     rate: int | None = None
-    """Compression rate; None: the checkpoint's first rate."""
+    """One fixed compression rate for every text instead of a budget."""
+    relevance: Literal["minilm", "retriever", "order"] = "minilm"
+    """Where relevance comes from: the bundled all-MiniLM-L6-v2, the retriever's scores (LangChain:
+    metadata["relevance_score"]; LlamaIndex: NodeWithScore.score), or the given order (first: most relevant)."""
     top_n: int | None = Field(default=None, ge=1)
     """Keep only the `top_n` texts closest to the query (all-MiniLM-L6-v2)."""
     score_threshold: float | None = None
     """Keep only texts at least this similar to the query (cosine, all-MiniLM-L6-v2)."""
     reorder: bool | Literal["first", "last"] = False
-    """True or "first": the most relevant text first; "last": last, next to the question (what the bundled
-    default reads best, lab/LOG.md "Reranking")."""
+    """With a fixed rate: True or "first" puts the most relevant text first, "last" last, next to the question
+    (what the bundled default reads best, lab/LOG.md "Reranking"). A budget always sends the most relevant last."""
+
+    @model_validator(mode="after")
+    def _rate_or_budget(self) -> CompressorFields:
+        if self.rate is not None and self.budget is not None:
+            raise ValueError(f"pass a rate ({self.rate}) or a budget ({self.budget!r}), not both")
+        if self.budget is not None:
+            budget_positions(self.budget, 1)  # the budget's own checks, with their messages
+        return self
 
 
 class GenerationFields(RuntimeFields):

@@ -44,29 +44,32 @@ from pydantic import ConfigDict, Field  # noqa: E402
 
 from gmsa_integrations.aio import iterate_in_thread  # noqa: E402
 from gmsa_integrations.fields import CompressorFields, GenerationFields  # noqa: E402
-from gmsa_integrations.runtime import Usage, compress_for_query, generation_settings  # noqa: E402
+from gmsa_integrations.runtime import Usage, generation_settings  # noqa: E402
+from gmsa_integrations.selection import select_for_query  # noqa: E402
 
 __all__ = ["ChatGMSA", "GMSACompressor", "MiniLMEmbeddings", "gmsa_qa_prompt"]
 
 
 class GMSACompressor(CompressorFields, BaseDocumentCompressor):
-    """Compresses each retrieved document into GMSA soft tokens (batched, cached by content).
+    """Sends retrieved documents within a budget: the most relevant whole, the rest compressed into GMSA soft
+    tokens (batched, cached by content) at rates that follow relevance, the most relevant last; or every
+    document at one fixed `rate`. Documents that do not fit are left out.
 
-    Documents come back with their text in a GMSA span and metadata `gmsa_rate`, `gmsa_tokens`
-    (the text's token count), `gmsa_soft_tokens` and, when ranking, `gmsa_relevance`. With
-    `top_n`, `score_threshold` or `reorder`, documents are first scored against the query with
-    all-MiniLM-L6-v2 and filtered / sorted (`reorder`).
+    Soft documents come back with their text in a GMSA span (any other LLM reads the text); every document's
+    metadata says how it is sent: `gmsa_form` ("text" or "soft"), `gmsa_rate`, `gmsa_tokens`,
+    `gmsa_soft_tokens`, `gmsa_positions`, `gmsa_relevance`.
 
         from langchain_classic.retrievers import ContextualCompressionRetriever
-        retriever = ContextualCompressionRetriever(base_compressor=GMSACompressor(rate=8, reorder="last"),
+        retriever = ContextualCompressionRetriever(base_compressor=GMSACompressor(budget=0.25),
                                                    base_retriever=vector_store.as_retriever(search_kwargs={"k": 20}))
     """
 
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
-        results = compress_for_query(self.runtime, [d.page_content for d in documents], query, self.rate,
-                                     self.top_n, self.score_threshold, self.reorder)
+        scores = [d.metadata.get("relevance_score") for d in documents]
+        results = select_for_query(self.runtime, [d.page_content for d in documents], query, self.rate, self.budget,
+                                   self.top_n, self.score_threshold, self.reorder, self.relevance, scores)
         return [
             Document(page_content=r.text, metadata={**documents[r.index].metadata, **r.metadata},
                      id=documents[r.index].id)

@@ -43,20 +43,23 @@ from pydantic import Field  # noqa: E402
 from gmsa.config import GenerationSettings, PromptFormat  # noqa: E402
 from gmsa_integrations.aio import iterate_in_thread  # noqa: E402
 from gmsa_integrations.fields import CompressorFields, GenerationFields  # noqa: E402
-from gmsa_integrations.runtime import METADATA_KEYS, Usage, compress_for_query, generation_settings  # noqa: E402
+from gmsa_integrations.runtime import Usage, generation_settings  # noqa: E402
+from gmsa_integrations.selection import METADATA_KEYS, select_for_query  # noqa: E402
 
 __all__ = ["GMSALLM", "GMSANodePostprocessor", "GMSASynthesizer", "MiniLMEmbedding", "gmsa_query_engine"]
 
 
 class GMSANodePostprocessor(CompressorFields, BaseNodePostprocessor):
-    """Compresses each node's text into GMSA soft tokens (batched, cached by content).
+    """Sends retrieved nodes within a budget: the most relevant whole, the rest compressed into GMSA soft
+    tokens (batched, cached by content) at rates that follow relevance, the most relevant last; or every node
+    at one fixed `rate`. Nodes that do not fit are left out.
 
-    Node ids and scores are kept; the node's text is wrapped in a GMSA span and its metadata gains
-    `gmsa_rate`, `gmsa_tokens`, `gmsa_soft_tokens` (and `gmsa_relevance` when ranking), which are
-    excluded from the LLM and embedding text. `top_n` / `score_threshold` / `reorder` rank the nodes
-    against the query with all-MiniLM-L6-v2 first.
+    Node ids and scores are kept; a soft node's text is wrapped in a GMSA span and every node's metadata
+    gains `gmsa_form`, `gmsa_rate`, `gmsa_tokens`, `gmsa_soft_tokens`, `gmsa_positions` (and
+    `gmsa_relevance`), which are excluded from the LLM and embedding text.
 
-        engine = index.as_query_engine(llm=GMSALLM(), node_postprocessors=[GMSANodePostprocessor(rate=8)])
+        engine = gmsa_query_engine(index.as_retriever(similarity_top_k=20), postprocessor=GMSANodePostprocessor(
+            budget=0.25, relevance="retriever"))
     """
 
     @classmethod
@@ -68,8 +71,8 @@ class GMSANodePostprocessor(CompressorFields, BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         texts = [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes]
         query = query_bundle.query_str if query_bundle is not None else ""
-        results = compress_for_query(self.runtime, texts, query, self.rate, self.top_n, self.score_threshold,
-                                     self.reorder)
+        results = select_for_query(self.runtime, texts, query, self.rate, self.budget, self.top_n,
+                                   self.score_threshold, self.reorder, self.relevance, [n.score for n in nodes])
         processed = []
         for result in results:
             original = nodes[result.index]
@@ -236,11 +239,14 @@ class GMSASynthesizer(BaseSynthesizer):
 
 
 def gmsa_query_engine(retriever, llm: GMSALLM | None = None, postprocessor: GMSANodePostprocessor | None = None,
-                      rate: int | None = None, streaming: bool = False) -> RetrieverQueryEngine:
-    """A RetrieverQueryEngine that compresses the retrieved nodes and answers with every node whole."""
+                      rate: int | None = None, streaming: bool = False,
+                      budget: float | int | str | None = None) -> RetrieverQueryEngine:
+    """A RetrieverQueryEngine that sends the retrieved nodes within a budget (or at one `rate`) and answers
+    with every node whole."""
     llm = llm or GMSALLM()
     postprocessor = postprocessor or GMSANodePostprocessor(
-        checkpoint=llm.checkpoint, device=llm.device, dtype=llm.dtype, rate=rate, soft_token_cache=llm.soft_token_cache)
+        checkpoint=llm.checkpoint, device=llm.device, dtype=llm.dtype, rate=rate, budget=budget,
+        soft_token_cache=llm.soft_token_cache)
     return RetrieverQueryEngine(retriever=retriever, node_postprocessors=[postprocessor],
                                 response_synthesizer=GMSASynthesizer(llm=llm, streaming=streaming))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from gmsa import GMSA
+from gmsa.compress.compressor import soft_tokens_at_rates
 from gmsa.decode.prompt import render_chat
 from gmsa_integrations.cache import SoftTokenCache, default_cache
 from gmsa_integrations.markup import MarkedDocument, split_marked
@@ -78,14 +79,28 @@ class GMSARuntime:
 
     def compress(self, texts: Sequence[str], rate: int) -> list[torch.Tensor]:
         """Soft tokens of each text at `rate`: cached ones reused, the rest compressed in one batch."""
+        return self.compress_many([(text, rate) for text in texts])
+
+    def compress_many(self, requests: Sequence[tuple[str, int]]) -> list[torch.Tensor]:
+        """Soft tokens of each (text, rate): cached ones reused, the rest compressed in one encoder pass for
+        every rate (`gmsa.compress.compressor.soft_tokens_at_rates`); the cache holds each (text, rate) once."""
         model, fingerprint = shared_model(self.checkpoint, self.device, self.dtype)
-        found = [self.cache.get(fingerprint, rate, text) for text in texts]
-        missing = sorted({text for text, soft in zip(texts, found) if soft is None})
+        found = [self.cache.get(fingerprint, rate, text) for text, rate in requests]
+        missing: dict[str, set[int]] = {}
+        for (text, rate), soft in zip(requests, found):
+            if soft is None:
+                missing.setdefault(text, set()).add(rate)
         if missing:
-            fresh = dict(zip(missing, model.compress(missing, rate)))
-            for text, soft in fresh.items():
-                self.cache.put(fingerprint, rate, text, soft)
-            found = [soft if soft is not None else fresh[text] for text, soft in zip(texts, found)]
+            texts = sorted(missing)
+            for rate in {r for rates in missing.values() for r in rates}:
+                model.config.check_rate(rate)
+            with model.lock, torch.no_grad():
+                fresh = soft_tokens_at_rates(model, model.tokenize_contexts(texts), [sorted(missing[t]) for t in texts])
+            computed = dict(zip(texts, fresh))
+            for text, by_rate in computed.items():
+                for rate, soft in by_rate.items():
+                    self.cache.put(fingerprint, rate, text, soft)
+            found = [soft if soft is not None else computed[text][rate] for (text, rate), soft in zip(requests, found)]
         return [soft.to(model.device) for soft in found]
 
     def resolve(self, text: str) -> tuple[list[str | torch.Tensor], Usage]:
@@ -183,19 +198,6 @@ class GMSARuntime:
         return relevance(query, list(texts), embedder_device(self.model.device))
 
 
-@dataclass
-class CompressedText:
-    """One selected input after compression: where it came from, its marked text, its metadata."""
-
-    index: int
-    text: str
-    metadata: dict[str, int | float]
-
-
-METADATA_KEYS = ("gmsa_rate", "gmsa_tokens", "gmsa_soft_tokens", "gmsa_relevance")
-"""Metadata the compressors add (strings and numbers only, so documents stay serialisable)."""
-
-
 def generation_settings(max_tokens: int | None, temperature: float | None, top_p: float | None,
                         repetition_penalty: float | None, stop: Sequence[str] | None, extractive: bool = False) -> dict:
     """Framework-style sampling options -> GMSA GenerationSettings overrides (temperature 0: greedy), and
@@ -210,55 +212,3 @@ def generation_settings(max_tokens: int | None, temperature: float | None, top_p
         "stop": tuple(stop) if stop else (),
         "extractive": bool(extractive),
     }
-
-
-def compress_for_query(
-    runtime: GMSARuntime,
-    texts: Sequence[str],
-    query: str,
-    rate: int | None = None,
-    top_n: int | None = None,
-    score_threshold: float | None = None,
-    reorder: bool | str = False,
-) -> list[CompressedText]:
-    """Optionally rank texts by MiniLM relevance to the query (keep top_n / above a threshold; with reorder
-    True or "first" the most relevant first, with "last" the most relevant last, next to the question that
-    follows the documents), then compress each kept text and mark it for GMSA models."""
-    from gmsa_integrations.markup import mark_document, split_marked
-
-    # A text that is already a marked document (compressed twice) is compressed from its content.
-    plain = []
-    for text in texts:
-        pieces = split_marked(text)
-        plain.append(pieces[0].text if len(pieces) == 1 and isinstance(pieces[0], MarkedDocument) else text)
-    order = list(range(len(plain)))
-    scores: list[float | None] = [None] * len(plain)
-    if reorder not in (False, True, "first", "last"):
-        raise ValueError(f"reorder={reorder!r} is invalid: False, True / 'first' (most relevant first) or 'last'")
-    if plain and (top_n is not None or score_threshold is not None or reorder):
-        scores = runtime.rank(query, plain)
-        if reorder or top_n is not None:
-            order.sort(key=lambda i: -scores[i])
-        if score_threshold is not None:
-            order = [i for i in order if scores[i] >= score_threshold]
-        if top_n is not None:
-            order = order[:top_n]
-            if not reorder:
-                order.sort()
-        if reorder == "last":
-            order.reverse()
-    rate = runtime.check_rate(rate)
-    kept = [i for i in order if plain[i].strip()]
-    soft = dict(zip(kept, runtime.compress([plain[i] for i in kept], rate)))
-    counts = dict(zip(kept, runtime.count_tokens([plain[i] for i in kept])))
-    results = []
-    for i in order:
-        if i not in soft:  # empty text: nothing to compress, passed through unchanged
-            results.append(CompressedText(i, texts[i], {"gmsa_rate": rate, "gmsa_tokens": 0, "gmsa_soft_tokens": 0}))
-            continue
-        metadata: dict[str, int | float] = {
-            "gmsa_rate": rate, "gmsa_tokens": counts[i], "gmsa_soft_tokens": int(soft[i].shape[0])}
-        if scores[i] is not None:
-            metadata["gmsa_relevance"] = float(scores[i])
-        results.append(CompressedText(i, mark_document(plain[i], rate), metadata))
-    return results

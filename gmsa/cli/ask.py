@@ -12,6 +12,7 @@ from pathlib import Path
 from gmsa.config import BASE_DTYPES
 from gmsa.data import iter_jsonl, parse_qa, read_documents
 from gmsa.errors import GMSAError
+from gmsa.plan import parse_budget
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "reference {input, prompt, answer} schema")
     parser.add_argument("--record", type=int, metavar="N",
                         help="use only record N (1-based line number) of a JSONL file, and its question")
-    parser.add_argument("--rate", type=int, help="compression rate (default: the model's first rate)")
+    parser.add_argument("--budget", type=budget_argument, metavar="B",
+                        help="decoder positions the documents may take: a fraction of their tokens in (0, 1], a "
+                             "number of positions, or 'auto' (the default): the most relevant whole, the rest as "
+                             "soft tokens at rates that follow relevance")
+    parser.add_argument("--rate", type=int, help="compress every document at this one rate instead of a budget")
     parser.add_argument("--checkpoint", help="a GMSA checkpoint folder (default: the bundled default model)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=BASE_DTYPES, help="the base model's weights (default: bfloat16 on CUDA, "
@@ -31,6 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="read only the N documents closest to the question (MiniLM), the most relevant last")
     parser.add_argument("--extractive", action="store_true",
                         help="the answer quotes the documents (constrained decoding, for factoid questions)")
+
+
+def budget_argument(text: str) -> float | int | str:
+    """A --budget value (`gmsa.plan.parse_budget`), as argparse wants its errors."""
+    try:
+        return parse_budget(text)
+    except GMSAError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive(text: str) -> int:
@@ -66,16 +79,17 @@ def run(args: argparse.Namespace) -> int:
         from gmsa.similarity import embedder_device, most_relevant
 
         documents = most_relevant([question], [documents], args.top_n, embedder_device(model.device))[0]
-    answer = model.answer(question, documents, args.rate, extractive=args.extractive,
+    if args.rate is not None and args.budget is not None:
+        raise GMSAError(f"pass --rate ({args.rate}) or --budget ({args.budget}), not both")
+    answer = model.answer(question, documents, args.rate, args.budget, extractive=args.extractive,
                           max_new_tokens=args.max_new_tokens)
     print(f"question: {question}")
     print(f"answer:   {answer.text}")
     if references:
         print(f"expected: {' | '.join(references)}")
-    print(
-        f"context:  {_read(len(documents), found, args.top_n)}, {answer.context_tokens} tokens -> "
-        f"{answer.soft_tokens} soft tokens (rate {answer.rate}, {answer.compression:.1f}x)"
-    )
+    sent = (answer.plan.summary() if answer.plan else
+            f"{answer.context_tokens} tokens -> {answer.soft_tokens} soft tokens (rate {answer.rate})")
+    print(f"context:  {_read(len(documents), found, args.top_n)}, {sent} ({answer.compression:.1f}x)")
     print(
         f"time:     compress {answer.compress_seconds:.2f} s + generate {answer.generate_seconds:.2f} s "
         f"(model load {loaded:.1f} s, device {model.device})"

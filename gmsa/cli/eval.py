@@ -5,6 +5,7 @@
                  --systems gmsa@4 gmsa@8 gmsa@16 uncompressed closed-book
     gmsa-eval qa ... --systems gmsa@4 gmsa@4+extractive   # +extractive: answers must quote the documents
     gmsa-eval qa ... --systems gmsa@4 truncated@4 selective@4   # plain text cut to GMSA's budget at rate 4
+    gmsa-eval qa ... --systems budget@0.25 rerank-text@0.25       # a quarter of the tokens: planned, or text only
     gmsa-eval table results/eval-*/result.json          # merge results into one Markdown table
     gmsa-eval compare base/result.json new/result.json:gmsa@4   # paired differences, question by question
 """
@@ -101,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     qa.add_argument("--rerank-order", choices=("last", "first"), default="last",
                     help="with --rerank: the most relevant document last (next to the question) or first")
     qa.add_argument("--systems", nargs="+", default=["gmsa@4", "gmsa@8", "gmsa@16", "uncompressed", "closed-book"],
-                    help="gmsa@RATE, uncompressed, closed-book, or plain text cut to GMSA's budget at RATE: "
-                         "truncated@RATE (first tokens), selective@RATE (least predictable tokens); all but "
-                         "closed-book may end in +extractive (answers quote the documents)")
+                    help="gmsa@RATE, uncompressed, closed-book, plain text cut to GMSA's budget at RATE: "
+                         "truncated@RATE (first tokens), selective@RATE (least predictable tokens), or within a "
+                         "fraction F of the documents' tokens: budget@F (the planner: the most relevant whole, the "
+                         "rest as soft tokens), rerank-text@F (text only, the most relevant whole, the last cut); "
+                         "all but closed-book may end in +extractive (answers quote the documents)")
     qa.add_argument("--max-new-tokens", type=int, default=32)
     _common(qa)
     table = tasks.add_parser("table", help="merge result.json files into one Markdown table")

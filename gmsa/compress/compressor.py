@@ -65,35 +65,60 @@ def soft_tokens(
     """
     config = model.config
     hidden = encode(model.base, input_ids, mask, config.encoder_layers, config.encoder_final_norm)  # (B, T, H)
+    return align(model, hidden, mask, rate)
+
+
+def align(model: Parts, hidden: torch.Tensor, mask: torch.Tensor, rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder states -> soft tokens at `rate`: (B, T, H), (B, T) -> (B, ceil(T/r), H), (B, ceil(T/r))."""
     merged, merged_mask = group_merge(hidden, mask, rate)  # (B, T, H) -> (B, M, H), (B, M)
     soft = model.lsa(merged, merged_mask.long(), decoder_core(model.base))  # (B, M, H) -> (B, M, H), fp32
     return soft.to(model.base.dtype), merged_mask
 
 
-def soft_tokens_of(
-    model: Parts, token_ids: Sequence[Sequence[int]], rate: int, *, batch_size: int = 16, batch_tokens: int = 512
-) -> list[torch.Tensor]:
-    """Token id lists -> one (ceil(n_i / rate), H) soft-token tensor each; differentiable (training uses it).
+def soft_tokens_at_rates(
+    model: Parts, token_ids: Sequence[Sequence[int]], rates: Sequence[Sequence[int]], *, batch_size: int = 16,
+    batch_tokens: int = 512,
+) -> list[dict[int, torch.Tensor]]:
+    """Token id lists -> {rate: (ceil(n_i / rate), H) soft tokens} for each text i at each of rates[i].
 
+    One encoder pass serves every rate: encoder states do not depend on the rate, so each segment is
+    encoded once and merged at each rate its text asks for (the LSA runs per rate, on T/r positions).
     Each list is split into `config.segment_tokens` segments, each compressed on its own, and their soft
     tokens concatenated in order: nothing is truncated. Segments are encoded in length-sorted batches of
     at most `batch_size` rows and `batch_tokens` padded tokens, because padding is wasted work: 8
     five-document NQ samples (40 segments, longest 451 tokens) encoded with gradients in one padded batch
-    took 31 s on a 2-core CPU, in batches of 512 padded tokens 8 s.
+    took 31 s on a 2-core CPU, in batches of 512 padded tokens 8 s. Differentiable (training uses it).
     """
+    if len(rates) != len(token_ids):
+        raise ValueError(f"{len(token_ids)} texts but {len(rates)} lists of rates")
+    config = model.config
     segments = [(index, segment) for index, ids in enumerate(token_ids)
-                for segment in split_segments(list(ids), model.config.segment_tokens)]
-    outputs: list[torch.Tensor | None] = [None] * len(segments)
+                for segment in split_segments(list(ids), config.segment_tokens)]
+    outputs: list[dict[int, torch.Tensor]] = [{} for _ in segments]
     for chunk in length_batches([len(ids) for _, ids in segments], batch_size, batch_tokens):
         ids, mask = right_pad([segments[i][1] for i in chunk], model.tokenizer.pad_token_id, model.device)
-        soft, soft_mask = soft_tokens(model, ids, mask, rate)  # (B, M, H), (B, M)
-        for row, index in enumerate(chunk):
-            outputs[index] = soft[row, : int(soft_mask[row].sum())]  # (m_i, H)
-    per_text: list[list[torch.Tensor]] = [[] for _ in token_ids]
-    for (index, _), soft in zip(segments, outputs):
-        per_text[index].append(soft)
+        hidden = encode(model.base, ids, mask, config.encoder_layers, config.encoder_final_norm)  # (B, T, H)
+        for rate in sorted({r for i in chunk for r in rates[segments[i][0]]}):
+            rows = [row for row, i in enumerate(chunk) if rate in rates[segments[i][0]]]
+            picked = hidden if len(rows) == len(chunk) else hidden[rows]  # (B', T, H)
+            soft, soft_mask = align(model, picked, mask if len(rows) == len(chunk) else mask[rows], rate)
+            for out_row, row in enumerate(rows):
+                outputs[chunk[row]][rate] = soft[out_row, : int(soft_mask[out_row].sum())]  # (m_i, H)
     empty = torch.zeros(0, model.hidden_size, device=model.device, dtype=model.base.dtype)  # (0, H)
-    return [torch.cat(parts, dim=0) if parts else empty for parts in per_text]
+    parts: list[list[dict[int, torch.Tensor]]] = [[] for _ in token_ids]
+    for (owner, _), out in zip(segments, outputs):
+        parts[owner].append(out)  # in segment order
+    return [{r: torch.cat([p[r] for p in own], dim=0) if own else empty for r in wanted}
+            for own, wanted in zip(parts, rates)]
+
+
+def soft_tokens_of(
+    model: Parts, token_ids: Sequence[Sequence[int]], rate: int, *, batch_size: int = 16, batch_tokens: int = 512
+) -> list[torch.Tensor]:
+    """Token id lists -> one (ceil(n_i / rate), H) soft-token tensor each (`soft_tokens_at_rates` at one rate)."""
+    per_text = soft_tokens_at_rates(model, token_ids, [[rate]] * len(token_ids), batch_size=batch_size,
+                                    batch_tokens=batch_tokens)
+    return [soft[rate] for soft in per_text]
 
 
 @torch.no_grad()

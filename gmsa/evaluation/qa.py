@@ -9,43 +9,61 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
+from gmsa.answering import planned_contexts
 from gmsa.data import QAExample, keep_documents
 from gmsa.evaluation.metrics import accuracy, exact_match, token_f1
-from gmsa.evaluation.token_budget import SHORTENINGS, shorten_documents
+from gmsa.evaluation.token_budget import SHORTENINGS, rerank_text, shorten_documents
 from gmsa.model import GMSA
-from gmsa.similarity import embedder_device, most_relevant
+from gmsa.similarity import embedder_device, most_relevant, relevances
 
 EXTRACTIVE = "+extractive"
 
 
+BUDGETED = ("budget", "rerank-text")
+
+
 @dataclass(frozen=True)
 class System:
-    """How the decoder sees the documents: "gmsa" at `rate`, "uncompressed" text, "closed-book" (none), or
-    text cut to GMSA's budget at `rate` ("truncated", "selective": `gmsa.evaluation.token_budget`);
-    `extractive`: every answer must quote the documents (`gmsa.decode.extractive`)."""
+    """How the decoder sees the documents: "gmsa" at `rate`, "uncompressed" text, "closed-book" (none),
+    text cut to GMSA's budget at `rate` ("truncated", "selective": `gmsa.evaluation.token_budget`), or
+    within a `fraction` of the documents' tokens: "budget" (the planner, `gmsa.plan`: the most relevant
+    whole, the rest as soft tokens) or "rerank-text" (text only: the most relevant whole until the budget,
+    the last one cut); `extractive`: every answer must quote the documents (`gmsa.decode.extractive`)."""
 
     kind: str
     rate: int | None = None
     extractive: bool = False
+    fraction: float | None = None
 
     @property
     def name(self) -> str:
-        name = f"{self.kind}@{self.rate}" if self.rate is not None else self.kind
+        at = self.rate if self.rate is not None else self.fraction
+        name = f"{self.kind}@{at:g}" if at is not None else self.kind
         return f"{name}{EXTRACTIVE}" if self.extractive else name
 
     @classmethod
     def parse(cls, text: str) -> System:
-        """"gmsa@8", "uncompressed", "closed-book", "truncated@8" or "selective@8"; each but closed-book
-        optionally with "+extractive" ("gmsa@8+extractive")."""
+        """"gmsa@8", "uncompressed", "closed-book", "truncated@8", "selective@8", "budget@0.25" or
+        "rerank-text@0.25"; each but closed-book optionally with "+extractive" ("gmsa@8+extractive")."""
         body, extractive = (text[: -len(EXTRACTIVE)], True) if text.endswith(EXTRACTIVE) else (text, False)
         kind, _, rate = body.partition("@")
         if kind in ("gmsa", *SHORTENINGS) and rate.isdigit() and int(rate) >= 1:
             return cls(kind, int(rate), extractive)
+        if kind in BUDGETED and _fraction(rate) is not None:
+            return cls(kind, None, extractive, _fraction(rate))
         if kind == "uncompressed" and not rate or kind == "closed-book" and not rate and not extractive:
             return cls(kind, None, extractive)
-        raise ValueError(f"system {text!r} is invalid: gmsa@RATE, uncompressed, closed-book, truncated@RATE or "
-                         f"selective@RATE, all but closed-book optionally with {EXTRACTIVE!r} (answers that quote "
-                         f"the documents)")
+        raise ValueError(f"system {text!r} is invalid: gmsa@RATE, uncompressed, closed-book, truncated@RATE, "
+                         f"selective@RATE, budget@FRACTION or rerank-text@FRACTION (a fraction in (0, 1]), all but "
+                         f"closed-book optionally with {EXTRACTIVE!r} (answers that quote the documents)")
+
+
+def _fraction(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 < value <= 1 else None
 
 
 def check_rerank(rerank: int | None, documents: int) -> None:
@@ -76,6 +94,15 @@ def predict(model: GMSA, system: System, examples: Sequence[QAExample], document
         if system.kind == "gmsa":
             contexts = [model.compress(d, system.rate) for d in docs]
             positions += sum(int(soft.shape[0]) for context in contexts for soft in context)
+        elif system.kind in BUDGETED:
+            scores = relevances([e.question for e in chunk], docs, device)
+            if system.kind == "budget":
+                plans = [model.plan(e.question, d, system.fraction, s) for e, d, s in zip(chunk, docs, scores)]
+                contexts = [planned_contexts(model, d, p) for d, p in zip(docs, plans)]
+                positions += sum(p.positions for p in plans)
+            else:
+                contexts = [rerank_text(model, d, s, system.fraction) for d, s in zip(docs, scores)]
+                positions += sum(len(ids) for context in contexts for ids in model.tokenize_contexts(context))
         else:
             if system.kind in SHORTENINGS:
                 contexts = [shorten_documents(model, d, system.rate, system.kind) for d in docs]

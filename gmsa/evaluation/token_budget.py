@@ -6,6 +6,7 @@ kept instead, which is what token-deleting compressors do:
 - "selective": the ceil(n / r) tokens the base model (no adapter) finds least predictable, in their order. High
   self-information is what Selective Context and LLMLingua keep; this is their idea at the token level, with the
   decoder's own base model as the scorer, not a copy of either.
+And text only at a budget planner's budget: "rerank-text" (`rerank_text`), the most relevant documents whole.
 """
 
 from __future__ import annotations
@@ -73,3 +74,18 @@ def shorten_documents(model: GMSA, texts: Sequence[str], rate: int, how: str) ->
         kept = [[ids[i] for i in keep_most_surprising(scores, token_budget(len(ids), rate))]
                 for ids, scores in zip(token_ids, surprisal(model, token_ids))]
     return [model.tokenizer.decode(ids) for ids in kept]
+
+
+def rerank_text(model: GMSA, texts: Sequence[str], relevance: Sequence[float], fraction: float) -> list[str]:
+    """Text only within ceil(fraction * their tokens) positions: the most relevant texts whole until the budget,
+    the next one cut to what is left; in reading order, the most relevant last (as the planner sends them)."""
+    token_ids = model.tokenize_contexts(list(texts))
+    left = max(1, math.ceil(fraction * sum(map(len, token_ids))))
+    kept = []
+    for i in sorted(range(len(texts)), key=lambda i: (-relevance[i], i)):
+        if left <= 0 or not token_ids[i]:
+            continue
+        ids = token_ids[i][:left]
+        kept.append(texts[i] if len(ids) == len(token_ids[i]) else model.tokenizer.decode(ids))
+        left -= len(ids)
+    return kept[::-1]

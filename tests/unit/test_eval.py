@@ -1,6 +1,7 @@
 """gmsa-eval on a tiny checkpoint: reconstruction and QA results, JSON + Markdown, table merging."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,35 @@ def test_systems_parse_and_reject_nonsense():
         "gmsa@8", "uncompressed", "closed-book"]
     assert System.parse("gmsa@4+extractive") == System("gmsa", 4, extractive=True)
     assert System.parse("uncompressed+extractive").name == "uncompressed+extractive"
-    for bad in ("gmsa", "gmsa@+extractive", "closed-book+extractive", "gmsa@4+quote"):
+    assert System.parse("budget@0.25") == System("budget", None, fraction=0.25)
+    assert System.parse("rerank-text@1+extractive").name == "rerank-text@1+extractive"
+    for bad in ("gmsa", "gmsa@+extractive", "closed-book+extractive", "gmsa@4+quote", "budget@0", "budget@1.5",
+                "budget@-0.2", "rerank-text@x", "budget"):
         with pytest.raises(ValueError, match="gmsa@RATE"):
             System.parse(bad)
+
+
+def test_budgeted_systems_read_within_their_budget(tiny_checkpoint, tmp_path):
+    from gmsa import GMSA
+    from gmsa.evaluation.token_budget import rerank_text
+
+    model = GMSA.from_pretrained(tiny_checkpoint, device="cpu")
+    texts = ["Paris is the capital of France.", "The quick brown fox jumps over the lazy dog.", "Soft tokens."]
+    counts = [len(ids) for ids in model.tokenize_contexts(texts)]
+    kept = rerank_text(model, texts, [0.5, 0.9, 0.1], 0.6)
+    assert kept[-1] == texts[1] and texts[0].startswith(kept[0]) and len(kept) == 2  # most relevant last
+    assert sum(len(ids) for ids in model.tokenize_contexts(kept)) <= math.ceil(0.6 * sum(counts)) + 1
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"question": f"Where is {c}?", "answers": [c], "documents": [
+        {"title": c, "text": f"{c} is in France, a country of Europe."}, {"title": "x", "text": texts[1]}],
+        "gold": [0]}) + "\n" for c in ("Paris", "Lyon")))
+    assert eval_main(["qa", "--checkpoint", str(tiny_checkpoint), "--data", str(qa), "--documents", "2", "--systems",
+                      "budget@0.5", "rerank-text@0.5", "uncompressed", "--device", "cpu", "--max-new-tokens", "4",
+                      "--out", str(tmp_path / "q")]) == 0
+    systems = json.loads((tmp_path / "q" / "result.json").read_text())["systems"]
+    whole = systems["uncompressed"]["document_positions_per_question"]
+    for name in ("budget@0.5", "rerank-text@0.5"):
+        assert 0 < systems[name]["document_positions_per_question"] <= math.ceil(0.5 * whole) + 1, name
 
 
 def test_reconstruction_and_qa_write_json_and_markdown(tiny_checkpoint, tmp_path, capsys):

@@ -141,3 +141,31 @@ def test_an_extractive_chat_model_quotes_the_compressed_documents(checkpoint):
     message = "\n".join(d.page_content for d in documents) + "\nWhat?"
     assert "".join(c.text for c in llm.stream(message)).strip() == llm.invoke(message).text
     assert free.invoke(message, extractive=True).text == llm.invoke(message).text  # also per call
+
+
+def test_a_budgeted_chain_reads_text_and_soft_documents_as_the_engine_does(checkpoint):
+    from langchain_classic.chains.combine_documents import create_stuff_documents_chain
+
+    from gmsa_integrations.markup import split_marked
+
+    question, scores = "capital of France?", [0.9, 0.2, 0.5]
+    retrieved = [Document(d, metadata={"relevance_score": s}) for d, s in zip(DOCS, scores)]
+    compressor = GMSACompressor(checkpoint=checkpoint, device="cpu", budget=0.6, relevance="retriever")
+    documents = compressor.compress_documents(retrieved, question)
+    model = compressor.runtime.model
+    chosen = model.plan(question, DOCS, 0.6, scores)
+    assert [d.metadata["gmsa_form"] for d in documents] == [p.form for p in chosen.sent]
+    assert documents[-1].page_content == DOCS[0] and documents[-1].metadata["gmsa_form"] == "text"
+    assert sum(d.metadata["gmsa_positions"] for d in documents) == chosen.positions <= chosen.budget
+    assert [unmark(d.page_content) for d in documents] == [DOCS[p.index] for p in chosen.sent]  # text for others
+    llm = ChatGMSA(checkpoint=checkpoint, device="cpu", max_tokens=8)
+    chain = create_stuff_documents_chain(llm, gmsa_qa_prompt(llm), document_separator="\n")
+    engine = model.answer(question, DOCS, budget=0.6, relevance=scores, max_new_tokens=8)
+    assert chain.invoke({"context": documents, "question": question}) == engine.text
+    prompt = gmsa_qa_prompt(llm).invoke({"context": "\n".join(d.page_content for d in documents),
+                                         "question": question}).to_messages()[0].content
+    assert sum(not isinstance(p, str) for p in split_marked(prompt)) == sum(p.form == "soft" for p in chosen.sent)
+    with pytest.raises(ValidationError, match="not both"):
+        GMSACompressor(rate=2, budget=0.5)
+    with pytest.raises(ValidationError, match="budget=1.5 is invalid"):
+        GMSACompressor(budget=1.5)

@@ -3,10 +3,12 @@
 import asyncio
 
 import pytest
+import torch
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
+from gmsa.answering import planned_contexts
 from gmsa_integrations.llama_index import GMSALLM, GMSANodePostprocessor, gmsa_query_engine
 from gmsa_integrations.markup import split_marked, unmark
 
@@ -111,3 +113,26 @@ def test_an_extractive_llm_quotes_the_compressed_nodes(tiny_checkpoint):
     assert "".join(r.delta for r in llm.stream_complete(prompt)).strip() == text
     free = GMSALLM(checkpoint=str(tiny_checkpoint), device="cpu", max_new_tokens=8)
     assert free.complete(prompt).text != text, "the random model quotes by itself: no test"
+
+
+def test_a_budgeted_query_engine_reads_text_and_soft_nodes_as_the_engine_does(tiny_checkpoint):
+    question = "capital of France?"
+    # no metadata, so the LLM reads exactly the documents' texts, as the engine does
+    given = [NodeWithScore(node=TextNode(text=t, id_=f"n{i}"), score=1 - i / 100) for i, t in enumerate(DOCS)]
+    post = GMSANodePostprocessor(checkpoint=str(tiny_checkpoint), device="cpu", budget=0.6, relevance="retriever")
+    out = post.postprocess_nodes(given, QueryBundle(question))
+    model = post.runtime.model
+    chosen = model.plan(question, DOCS, 0.6, [n.score for n in given])
+    assert [n.node.node_id for n in out] == [f"n{p.index}" for p in chosen.sent]
+    assert [n.node.metadata["gmsa_form"] for n in out] == [p.form for p in chosen.sent]
+    assert out[-1].node.get_content(metadata_mode=MetadataMode.NONE) == DOCS[0]
+    llm = RecordingLLM(checkpoint=str(tiny_checkpoint), device="cpu", max_new_tokens=8)
+    response = gmsa_query_engine(ListRetriever(given), llm=llm, postprocessor=post).query(question)
+    engine = model.answer(question, DOCS, budget=0.6, relevance=[n.score for n in given], max_new_tokens=8)
+    assert (response.response or "") == engine.text
+    # the LLM's prompt is the engine's, soft and text documents alike
+    conversation, usage = llm.runtime.conversation([("user", llm.__dict__["_prompts"][0])])
+    expected = model.question_conversations([model.format_question(question)],
+                                            [planned_contexts(model, DOCS, chosen)])
+    torch.testing.assert_close(model.decoder_inputs([conversation])[0], model.decoder_inputs(expected)[0])
+    assert usage.soft_tokens == chosen.soft_tokens

@@ -5,7 +5,8 @@ import torch
 
 from gmsa_integrations.cache import SoftTokenCache
 from gmsa_integrations.markup import mark_document
-from gmsa_integrations.runtime import GMSARuntime, compress_for_query, shared_model
+from gmsa_integrations.runtime import GMSARuntime, shared_model
+from gmsa_integrations.selection import select_for_query
 
 DOCS = ["Paris is the capital of France.", "The quick brown fox jumps over the lazy dog.",
         "Soft tokens are vectors."]
@@ -61,20 +62,36 @@ def test_a_crafted_span_never_reads_another_documents_soft_tokens(runtime):
     assert conversation[0]["content"] == [crafted]
 
 
-def test_compress_for_query_ranks_filters_and_marks(runtime):
-    results = compress_for_query(runtime, DOCS, "capital of France", rate=2, top_n=2, reorder=True)
+def test_select_for_query_ranks_filters_and_marks(runtime):
+    results = select_for_query(runtime, DOCS, "capital of France", rate=2, top_n=2, reorder=True)
     assert len(results) == 2 and results[0].index == 0
     assert results[0].metadata["gmsa_relevance"] >= results[1].metadata["gmsa_relevance"]
     assert results[0].text == mark_document(DOCS[0], 2)
     assert results[0].metadata["gmsa_soft_tokens"] == -(-results[0].metadata["gmsa_tokens"] // 2)
     # Compressing a compressed document again compresses its content, not the span.
-    again = compress_for_query(runtime, [results[0].text], "", rate=2)
+    again = select_for_query(runtime, [results[0].text], "", rate=2)
     assert again[0].text == results[0].text
     # "last": the same documents, the most relevant next to the question that follows them
-    last = compress_for_query(runtime, DOCS, "capital of France", rate=2, top_n=2, reorder="last")
+    last = select_for_query(runtime, DOCS, "capital of France", rate=2, top_n=2, reorder="last")
     assert [r.index for r in last] == [r.index for r in reversed(results)]
     with pytest.raises(ValueError, match="reorder='middle' is invalid"):
-        compress_for_query(runtime, DOCS, "capital of France", rate=2, reorder="middle")
+        select_for_query(runtime, DOCS, "capital of France", rate=2, reorder="middle")
+
+
+def test_a_budget_sends_the_most_relevant_whole_and_last_and_the_rest_soft(runtime):
+    counts = runtime.count_tokens(DOCS)
+    scores = [0.2, 0.9, 0.5]
+    budget = counts[1] + sum(-(-counts[i] // 4) for i in (0, 2))  # the most relevant whole, the rest at rate 4
+    results = select_for_query(runtime, DOCS, "q", budget=budget, relevance="retriever", scores=scores)
+    assert [(r.index, r.metadata["gmsa_form"], r.metadata["gmsa_rate"]) for r in results] == [
+        (0, "soft", 4), (2, "soft", 4), (1, "text", 0)]
+    assert results[-1].text == DOCS[1] and results[0].text == mark_document(DOCS[0], 4)
+    assert sum(r.metadata["gmsa_positions"] for r in results) <= budget
+    assert runtime.model.plan("q", DOCS, budget, scores).positions == sum(r.metadata["gmsa_positions"] for r in results)
+    with pytest.raises(ValueError, match="needs a score on every retrieved document"):
+        select_for_query(runtime, DOCS, "q", budget=0.5, relevance="retriever", scores=[0.1, None, 0.3])
+    with pytest.raises(ValueError, match="not both"):
+        select_for_query(runtime, DOCS, "q", rate=2, budget=0.5)
 
 
 def test_unknown_rate_in_a_span_falls_back_to_the_closest_trained_rate(runtime):

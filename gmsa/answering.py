@@ -1,0 +1,109 @@
+"""Answering a question over documents: relevance, a budget plan (or one fixed rate), compression in one
+encoder pass, and the QA prompt the decoder was trained on. `GMSA.plan` and `GMSA.answer` call these."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+
+from gmsa.answer import Answer
+from gmsa.compress.compressor import Parts, soft_tokens_at_rates
+from gmsa.config import GenerationSettings
+from gmsa.decode.prompt import Context
+from gmsa.errors import ConfigError
+from gmsa.plan import Budget, Plan, plan
+
+Relevance = Sequence[float] | Callable[[str, list[str]], Sequence[float]] | str | None
+"""How relevant each document is to the question (higher: more): None, the bundled all-MiniLM-L6-v2; "order",
+the given order (first: most relevant, as retrievers return them); scores, one per document (a retriever's);
+or a callable (question, documents) -> scores."""
+
+DEFAULT_BUDGET: Budget = "auto"
+"""The budget `answer` uses when given neither a budget nor a rate."""
+
+
+class Answering(Parts, Protocol):
+    """What answering reads of a model (`gmsa.model.GMSA` has it all)."""
+
+    lock: object
+
+    def answer_questions(self, questions: Sequence[str], contexts: Sequence[Sequence[Context]],
+                         settings: GenerationSettings | None = None,
+                         quote_from: Sequence[Sequence[str]] | None = None, **overrides) -> list[str]: ...
+
+    def tokenize_contexts(self, texts: Sequence[str]) -> list[list[int]]: ...
+
+    def compress(self, texts: Sequence[str], rate: int | None = None) -> list[torch.Tensor]: ...
+
+
+def relevance_scores(model: Answering, question: str, documents: list[str], relevance: Relevance) -> list[float]:
+    """One finite score per document (see `Relevance`)."""
+    if relevance is None:
+        from gmsa.similarity import embedder_device
+        from gmsa.similarity import relevance as minilm
+
+        return minilm(question, documents, embedder_device(model.device)) if documents else []
+    if relevance == "order":
+        return [float(len(documents) - i) for i in range(len(documents))]
+    if isinstance(relevance, str):
+        raise ConfigError(f"relevance={relevance!r} is invalid: None (MiniLM), 'order', scores or a callable")
+    scores = list(relevance(question, documents) if callable(relevance) else relevance)
+    if len(scores) != len(documents) or not all(isinstance(s, (int, float)) and math.isfinite(s) for s in scores):
+        raise ConfigError(f"relevance gave {scores!r:.120} for {len(documents)} documents: one finite number each")
+    return [float(s) for s in scores]
+
+
+def plan_for(model: Answering, question: str, documents: Sequence[str], budget: Budget = DEFAULT_BUDGET,
+             relevance: Relevance = None) -> Plan:
+    """Each document whole, as soft tokens at one of the model's rates, or dropped, within `budget` (`gmsa.plan`)."""
+    if isinstance(documents, str):
+        raise ConfigError("documents must be a list of texts, not one string (wrap it in a list)")
+    documents = list(documents)
+    tokens = [len(ids) for ids in model.tokenize_contexts(documents)]
+    return plan(tokens, relevance_scores(model, question, documents, relevance), budget, model.config.rates)
+
+
+@torch.no_grad()
+def planned_contexts(model: Answering, documents: Sequence[str], chosen: Plan) -> list[Context]:
+    """The plan's documents in reading order: text as it is, the others compressed in one encoder pass."""
+    soft = [p for p in chosen.sent if p.form == "soft"]
+    with model.lock:
+        token_ids = model.tokenize_contexts([documents[p.index] for p in soft])
+        compressed = soft_tokens_at_rates(model, token_ids, [[p.rate] for p in soft])
+    by_index = {p.index: out[p.rate] for p, out in zip(soft, compressed)}
+    return [documents[p.index] if p.form == "text" else by_index[p.index] for p in chosen.sent]
+
+
+def answer(model: Answering, question: str, documents: Sequence[str], rate: int | None = None,
+           budget: Budget | None = None, relevance: Relevance = None, settings: GenerationSettings | None = None,
+           extractive: bool = False, **overrides) -> Answer:
+    """Answer `question` over `documents`: at one fixed `rate` (every document compressed, in the given order),
+    or within a `budget` (`gmsa.plan`; the default when neither is given). `extractive`: the answer quotes
+    the documents (`gmsa.decode.extractive`)."""
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError(f"question={question!r:.80} is invalid: a non-empty string")
+    if isinstance(documents, str):
+        raise ConfigError("documents must be a list of texts, not one string (wrap it in a list)")
+    if rate is not None and budget is not None:
+        raise ConfigError(f"pass a rate ({rate}) or a budget ({budget!r}), not both")
+    documents = list(documents)
+    start = time.perf_counter()
+    chosen = None
+    if rate is not None:
+        contexts = model.compress(documents, rate) if documents else []
+    else:
+        chosen = plan_for(model, question, documents, DEFAULT_BUDGET if budget is None else budget, relevance)
+        contexts = planned_contexts(model, documents, chosen)
+    compressed = time.perf_counter()
+    quotes = [documents] if extractive else None
+    text = model.answer_questions([question], [contexts], settings, quotes, **overrides)[0]
+    done = time.perf_counter()
+    tokens = sum(map(len, model.tokenize_contexts(documents)))
+    soft_count = sum(int(c.shape[0]) for c in contexts if isinstance(c, torch.Tensor))
+    return Answer(text=text, rate=rate, context_tokens=tokens, soft_tokens=soft_count,
+                  compress_seconds=compressed - start, generate_seconds=done - compressed,
+                  text_tokens=chosen.text_tokens if chosen else 0, plan=chosen)
