@@ -4,6 +4,9 @@ For the first N questions of nq_dev (20 documents, ~2,100 tokens each), on the s
 machine and inputs, it times:
   - uncompressed: time to first token (TTFT) and end-to-end answer time, documents as text;
   - GMSA at each rate, uncached (compression included) and with soft tokens precomputed;
+  - GMSA within each budget (`--budgets`, the planner: the most relevant documents whole, the rest as soft
+    tokens), uncached (MiniLM ranking, planning and compression included) and with soft tokens precomputed;
+  - the break-even size: one document of n tokens as text against compressed at the highest rate (TTFT);
   - compression throughput (context tokens per second);
   - peak memory (max RSS) of a process running the plain base model vs one running GMSA.
 It prints ratios, and writes a JSON result and a plot.
@@ -27,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from gmsa import GMSA
+from gmsa.answering import planned_contexts
 from gmsa.config import BASE_DTYPES
 from gmsa.data import read_qa
 
@@ -121,6 +125,16 @@ def run(args: argparse.Namespace) -> dict:
                 "uncached_ttft": compress_s + ttft, "uncached_e2e": compress_s + e2e,
                 "soft_tokens": sum(int(s.shape[0]) for s in soft),
             }
+        for budget in args.budgets:
+            chosen, plan_s = timed(lambda: model.plan(example.question, example.documents, budget))
+            contexts, compress_s = timed(lambda: planned_contexts(model, example.documents, chosen))
+            _, ttft = timed(lambda: model.answer_questions(question, [contexts], first_token))
+            _, e2e = timed(lambda: model.answer_questions(question, [contexts], settings))
+            row[f"b{budget:g}"] = {
+                "compress": plan_s + compress_s, "cached_ttft": ttft, "cached_e2e": e2e,
+                "uncached_ttft": plan_s + compress_s + ttft, "uncached_e2e": plan_s + compress_s + e2e,
+                "soft_tokens": chosen.soft_tokens, "text_tokens": chosen.text_tokens, "plan_s": plan_s,
+            }
         rows.append(row)
 
     def mean(values):
@@ -130,9 +144,9 @@ def run(args: argparse.Namespace) -> dict:
     base_e2e = mean([r["uncompressed_e2e"] for r in rows])
     layers = model.base.config.num_hidden_layers
     summary = {"uncompressed": {"ttft_s": base_ttft, "e2e_s": base_e2e}, "rates": {}}
-    for rate in rates:
-        per = [r[f"r{rate}"] for r in rows]
-        bound = 1 / (model.config.encoder_layers / layers + 1 / rate)
+    for rate in [*rates, *(f"budget {b:g}" for b in args.budgets)]:
+        per = [r[f"r{rate}" if isinstance(rate, int) else f"b{rate.split()[1]}"] for r in rows]
+        bound = 1 / (model.config.encoder_layers / layers + 1 / rate) if isinstance(rate, int) else float("nan")
         summary["rates"][rate] = {
             "uncached_ttft_s": mean([p["uncached_ttft"] for p in per]),
             "uncached_e2e_s": mean([p["uncached_e2e"] for p in per]),
@@ -140,6 +154,7 @@ def run(args: argparse.Namespace) -> dict:
             "cached_e2e_s": mean([p["cached_e2e"] for p in per]),
             "compress_tokens_per_s": sum(r["context_tokens"] for r in rows) / sum(p["compress"] for p in per),
             "mean_soft_tokens": mean([p["soft_tokens"] for p in per]),
+            "mean_text_tokens": mean([p.get("text_tokens", 0) for p in per]),
             "ttft_bound": bound,
         }
         s = summary["rates"][rate]
@@ -158,8 +173,25 @@ def run(args: argparse.Namespace) -> dict:
         "base_layers": layers,
         "answer_tokens": args.answer_tokens,
         "summary": summary,
+        "break_even": break_even(model, examples, args.break_even),
         "per_question": rows,
     }
+
+
+def break_even(model: GMSA, examples: list, sizes: list[int]) -> list[dict]:
+    """TTFT of one document of n tokens (the start of the longest document) as text, and compressed at the
+    highest rate (compression included), for each n: below the break-even size text is faster."""
+    longest = max((d for e in examples for d in e.documents), key=len)
+    ids = model.tokenize_contexts([longest])[0]
+    rate, first_token = max(model.config.rates), model.config.generation.replace(max_new_tokens=1)
+    points = []
+    for n in [n for n in sizes if n <= len(ids)]:
+        text = model.tokenizer.decode(ids[:n])
+        text_s = min(timed(lambda: model.answer_questions(["?"], [[text]], first_token))[1] for _ in range(3))
+        soft_s = min(timed(lambda: model.answer_questions(["?"], [model.compress([text], rate)], first_token))[1]
+                     for _ in range(3))
+        points.append({"tokens": n, "text_ttft_s": text_s, "soft_ttft_s": soft_s, "rate": rate})
+    return points
 
 
 def report(result: dict) -> str:
@@ -173,14 +205,19 @@ def report(result: dict) -> str:
         "TTFT cached (x) | e2e cached (x)",
     ]
     for rate, r in s["rates"].items():
+        text = f" + {r['mean_text_tokens']:.0f} text" if r["mean_text_tokens"] else ""
+        bound = (f", {r['ttft_bound']:.2f}x, {100 * r['uncached_ttft_vs_bound']:.0f}%"
+                 if r["ttft_bound"] == r["ttft_bound"] else "")  # a budget has no bound (NaN)
         lines.append(
-            f"{rate:>4} | {r['mean_soft_tokens']:8.0f} | {r['compress_tokens_per_s']:14.0f} | "
-            f"{r['uncached_ttft_s']:.2f} s ({r['speedup_uncached_ttft']:.2f}x, {r['ttft_bound']:.2f}x, "
-            f"{100 * r['uncached_ttft_vs_bound']:.0f}%) | "
+            f"{rate:>4} | {r['mean_soft_tokens']:8.0f}{text} | {r['compress_tokens_per_s']:14.0f} | "
+            f"{r['uncached_ttft_s']:.2f} s ({r['speedup_uncached_ttft']:.2f}x{bound}) | "
             f"{r['uncached_e2e_s']:.2f} s ({r['speedup_uncached_e2e']:.2f}x) | "
             f"{r['cached_ttft_s']:.2f} s ({r['speedup_cached_ttft']:.2f}x) | "
             f"{r['cached_e2e_s']:.2f} s ({r['speedup_cached_e2e']:.2f}x)"
         )
+    for point in result.get("break_even", []):
+        lines.append(f"one document of {point['tokens']} tokens: TTFT as text {point['text_ttft_s']:.3f} s, "
+                     f"compressed at rate {point['rate']} {point['soft_ttft_s']:.3f} s")
     if "startup" in result:
         lines.append(f"load time in a fresh process: cold {result['startup']['cold']:.1f} s "
                      f"(GGUF dequantised, converted copy cached), warm {result['startup']['warm']:.1f} s")
@@ -211,7 +248,7 @@ def plot(result: dict, path: Path) -> None:
         ax.bar([x + (i - 1.5) * width for x in range(len(rates))], values, width, label=label)
     ax.plot(range(len(rates)), [r[k]["ttft_bound"] for k in rates], "k--o", label="TTFT bound 1/(k/L + 1/r)")
     ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_xticks(range(len(rates)), [f"rate {k}" for k in rates])
+    ax.set_xticks(range(len(rates)), [f"rate {k}" if isinstance(k, int) else k for k in rates])
     ax.set_ylabel("speed-up vs uncompressed prompt (x)")
     ax.set_title(f"GMSA latency, {result['questions']} NQ questions, "
                  f"{result['mean_context_tokens']:.0f} tokens, {result['machine']['device']}")
@@ -225,6 +262,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--questions", type=int, default=20)
     parser.add_argument("--rates", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--budgets", type=float, nargs="*", default=[0.25],
+                        help="budgets (fractions of the documents' tokens) timed through the planner")
+    parser.add_argument("--break-even", type=int, nargs="*", default=[16, 32, 64, 128, 256],
+                        help="document sizes (tokens) timed as text and compressed")
     parser.add_argument("--answer-tokens", type=int, default=16, help="tokens generated in the end-to-end timing")
     parser.add_argument("--checkpoint", help="GMSA checkpoint (default: the bundled default)")
     parser.add_argument("--device")

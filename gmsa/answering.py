@@ -69,13 +69,21 @@ def plan_for(model: Answering, question: str, documents: Sequence[str], budget: 
 
 @torch.no_grad()
 def planned_contexts(model: Answering, documents: Sequence[str], chosen: Plan) -> list[Context]:
-    """The plan's documents in reading order: text as it is, the others compressed in one encoder pass."""
+    """The plan's documents in reading order: whole text as it is, a prefix as its first token ids (n,), the
+    others soft tokens (m, H), compressed in one encoder pass."""
     soft = [p for p in chosen.sent if p.form == "soft"]
+    contexts: dict[int, Context] = {}
     with model.lock:
-        token_ids = model.tokenize_contexts([documents[p.index] for p in soft])
-        compressed = soft_tokens_at_rates(model, token_ids, [[p.rate] for p in soft])
-    by_index = {p.index: out[p.rate] for p, out in zip(soft, compressed)}
-    return [documents[p.index] if p.form == "text" else by_index[p.index] for p in chosen.sent]
+        compressed = soft_tokens_at_rates(model, model.tokenize_contexts([documents[p.index] for p in soft]),
+                                          [[p.rate] for p in soft])
+    contexts.update({p.index: out[p.rate] for p, out in zip(soft, compressed)})
+    for p in chosen.sent:
+        if p.form == "text":
+            contexts[p.index] = documents[p.index]
+        elif p.form == "prefix":
+            ids = model.tokenize_contexts([documents[p.index]])[0][: p.kept]
+            contexts[p.index] = torch.tensor(ids, dtype=torch.long, device=model.device)  # (kept,) token ids
+    return [contexts[p.index] for p in chosen.sent]
 
 
 def answer(model: Answering, question: str, documents: Sequence[str], rate: int | None = None,
@@ -103,7 +111,7 @@ def answer(model: Answering, question: str, documents: Sequence[str], rate: int 
     text = model.answer_questions([question], [contexts], settings, quotes, **overrides)[0]
     done = time.perf_counter()
     tokens = sum(map(len, model.tokenize_contexts(documents)))
-    soft_count = sum(int(c.shape[0]) for c in contexts if isinstance(c, torch.Tensor))
+    soft_count = sum(int(c.shape[0]) for c in contexts if isinstance(c, torch.Tensor) and c.is_floating_point())
     return Answer(text=text, rate=rate, context_tokens=tokens, soft_tokens=soft_count,
                   compress_seconds=compressed - start, generate_seconds=done - compressed,
                   text_tokens=chosen.text_tokens if chosen else 0, plan=chosen)

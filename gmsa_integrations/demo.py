@@ -63,11 +63,11 @@ def timed_stream(chain, question: str) -> tuple[str, float, float]:
 def _sent(compressor, retrieved: list, documents: list) -> str:
     """How the passages were sent: tokens as text, soft tokens at which rates, passages left out."""
     total = sum(compressor.runtime.count_tokens([d.page_content for d in retrieved]))
-    text = [d for d in documents if d.metadata["gmsa_form"] == "text"]
+    text = [d for d in documents if d.metadata["gmsa_form"] in ("text", "prefix")]
     soft = [d for d in documents if d.metadata["gmsa_form"] == "soft"]
     rates = ", ".join(str(r) for r in sorted({d.metadata["gmsa_rate"] for d in soft}))
     sent = sum(d.metadata["gmsa_positions"] for d in documents)
-    return (f"{total} document tokens -> {sum(d.metadata['gmsa_tokens'] for d in text)} as text ({len(text)} "
+    return (f"{total} document tokens -> {sum(d.metadata['gmsa_positions'] for d in text)} as text ({len(text)} "
             f"passages) + {sum(d.metadata['gmsa_soft_tokens'] for d in soft)} soft tokens ({len(soft)} passages"
             f"{', rate ' + rates if rates else ''}), {len(retrieved) - len(documents)} left out; "
             f"{sent} decoder positions, {total - sent} saved")

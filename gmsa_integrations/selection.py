@@ -18,8 +18,8 @@ RELEVANCE = ("minilm", "retriever", "order")
 
 METADATA_KEYS = ("gmsa_form", "gmsa_rate", "gmsa_tokens", "gmsa_soft_tokens", "gmsa_positions", "gmsa_relevance")
 """Metadata the compressors add (strings and numbers only, so documents stay serialisable): how the text is
-sent ("text" or "soft"), its rate (0 as text), its tokens as text, its soft tokens, the decoder positions it
-takes, and its relevance when ranked."""
+sent ("text", "prefix": its first tokens, or "soft"), its rate (0 as text), its tokens as text, its soft
+tokens, the decoder positions it takes, and its relevance when ranked."""
 
 
 @dataclass
@@ -88,17 +88,22 @@ def select_for_query(
         chosen = plan([counts[i] for i in kept], [relevances[i] for i in kept],
                       DEFAULT_BUDGET if budget is None else budget, runtime.model.config.rates)
         forms = [(kept[p.index], p.rate if p.form == "soft" else None) for p in chosen.sent]
+        prefixes = {kept[p.index]: p.kept for p in chosen.sent if p.form == "prefix"}
     else:
         rate = runtime.check_rate(rate)
-        forms = [(i, rate if counts[i] else None) for i in order]
+        forms, prefixes = [(i, rate if counts[i] else None) for i in order], {}
     soft = dict(zip([i for i, r in forms if r], runtime.compress_many([(plain[i], r) for i, r in forms if r])))
     results = []
     for i, form_rate in forms:
+        form = "soft" if form_rate else "prefix" if i in prefixes else "text"
         metadata: dict[str, int | float | str] = {
-            "gmsa_form": "soft" if form_rate else "text", "gmsa_rate": form_rate or 0, "gmsa_tokens": counts[i],
+            "gmsa_form": form, "gmsa_rate": form_rate or 0, "gmsa_tokens": counts[i],
             "gmsa_soft_tokens": int(soft[i].shape[0]) if form_rate else 0}
-        metadata["gmsa_positions"] = metadata["gmsa_soft_tokens"] if form_rate else counts[i]
+        metadata["gmsa_positions"] = metadata["gmsa_soft_tokens"] if form_rate else prefixes.get(i, counts[i])
         if relevances[i] is not None:
             metadata["gmsa_relevance"] = float(relevances[i])
-        results.append(CompressedText(i, mark_document(plain[i], form_rate) if form_rate else plain[i], metadata))
+        text = mark_document(plain[i], form_rate) if form_rate else plain[i]
+        if form == "prefix":  # the first tokens of a document longer than the whole budget, as text
+            text = runtime.model.tokenizer.decode(runtime.model.tokenize_contexts([plain[i]])[0][: prefixes[i]])
+        results.append(CompressedText(i, text, metadata))
     return results

@@ -20,7 +20,7 @@ from gmsa.config import PromptFormat
 from gmsa.errors import GMSAError
 
 Context = torch.Tensor | str
-"""A context for the decoder: soft tokens (m, H) of a compressed text, or plain text left uncompressed."""
+"""A context for the decoder: soft tokens (m, H) of a compressed text, token ids (n,) of text, or plain text."""
 
 
 ChatMessage = dict

@@ -98,3 +98,29 @@ def compare_table(runs: list[tuple[str, dict[str, dict]]]) -> str:
                                                               f"{mean:+.3f} ± {se:.3f}"))
         lines.append(f"| {label} | {len(shared)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def paired_curve(reference: tuple[str, dict[str, dict]], series: dict[str, dict[float, tuple[str, dict[str, dict]]]],
+                 x: str) -> dict:
+    """Runs along an axis `x` (a rate, a budget), each paired with the reference question by question on the
+    questions all of them share: {"questions", "reference": {label, metrics}, "series": [{"label", "runs":
+    [{x, "label", metric, metric_difference, metric_se, ...}]}]}; `series` is {name: {x value: (label, rows)}}."""
+    runs = [rows for points in series.values() for _, rows in points.values()]
+    shared = [q for q in reference[1] if all(q in rows for rows in runs)]
+    if not shared:
+        raise ValueError("the reference and the runs share no question: evaluate them on the same data file")
+    result = {"questions": len(shared), "reference": {"label": reference[0]}, "series": []}
+    for metric in METRICS:
+        result["reference"][metric] = sum(reference[1][q][metric] for q in shared) / len(shared)
+    for name, points in series.items():
+        entries = []
+        for value, (label, rows) in sorted(points.items()):
+            entry = {x: value, "label": label}
+            for metric in METRICS:
+                mine = [rows[q][metric] for q in shared]
+                entry[metric] = sum(mine) / len(mine)
+                entry[f"{metric}_difference"], entry[f"{metric}_se"] = paired_difference(
+                    [reference[1][q][metric] for q in shared], mine)
+            entries.append(entry)
+        result["series"].append({"label": name, "runs": entries})
+    return result

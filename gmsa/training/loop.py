@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from gmsa.backbone.adapters import decoder_adapter, use_adapter
 from gmsa.evaluation.metrics import accuracy, bleu4, exact_match, prefix_exact_match, token_f1
+from gmsa.training.layouts import mixed_layouts
 from gmsa.training.objective import batch_loss, compress_contexts, sample_rates, text_contexts
 from gmsa.training.samples import Sample
 from gmsa.training.setup import Run, setup
@@ -140,14 +141,16 @@ def validate(run: Run) -> dict[str, float]:
     model.eval()
     metrics: dict[str, float] = {}
     rates = [None] if config.compression == "none" else list(model.config.rates)
-    for rate in rates:
+    variants = [(f"r{rate or 'none'}", rate, None) for rate in rates] + [(f"b{b:g}", None, b) for b in config.budgets]
+    for name, rate, budget in variants:  # each rate, and each budget as the planner lays it out
         losses = []
         for start in range(0, len(run.eval), config.batch_size):
             chunk = run.eval[start:start + config.batch_size]
+            layouts = None if budget is None else mixed_layouts(chunk, model.config.rates, [budget], 0.0, 0, 0)
             with _autocast(run):
-                loss, _ = batch_loss(model, chunk, None if rate is None else [rate] * len(chunk), False)
+                loss, _ = batch_loss(model, chunk, None if rate is None else [rate] * len(chunk), False, layouts)
             losses.append(loss.item())
-        metrics[f"eval_loss_r{rate or 'none'}"] = sum(losses) / len(losses)
+        metrics[f"eval_loss_{name}"] = sum(losses) / len(losses)
     if config.stage == "ae":
         metrics.update(_reconstruction_scores(run, run.eval[: config.batch_size], model.config.rates[0]))
     if config.stage == "keft":
@@ -181,10 +184,13 @@ def fit(run: Run) -> Path:
         samples, rates = _batch(run, run.step, batch_rates)
         # The backward pass runs with the decoder's adapter active too: gradient checkpointing recomputes
         # decoder layers in it (the encoder then never trains, TrainConfig checks).
+        layouts = None
+        if config.budgets:
+            layouts = mixed_layouts(samples, model.config.rates, config.budgets, config.random_layouts, config.seed,
+                                    run.step * run.accelerator.num_processes + run.accelerator.process_index)
         with use_adapter(model.base, decoder_adapter(model.base)):
             with _autocast(run):
-                loss, tokens = batch_loss(model, samples, rates,
-                                          train_encoder=config.stage == "ae" or config.keft_encoder)
+                loss, tokens = batch_loss(model, samples, rates, config.stage == "ae" or config.keft_encoder, layouts)
             loss.backward()
         _average_gradients(run)
         torch.nn.utils.clip_grad_norm_(list(run.trainable.values()), config.grad_clip)

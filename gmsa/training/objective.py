@@ -11,23 +11,15 @@ import torch
 from gmsa.backbone.adapters import decoder_adapter, use_adapter
 from gmsa.decode.prompt import embed_parts, left_pad, render_parts
 from gmsa.model import GMSA
+from gmsa.training.layouts import Layout, layout_contexts, uniform_layouts
 from gmsa.training.samples import Sample
 
 IGNORE = -100
 
 
 def compress_contexts(model: GMSA, samples: list[Sample], rates: list[int]) -> list[list[torch.Tensor]]:
-    """Soft tokens of every context, sample i at rates[i]; gradients flow when enabled.
-
-    The contexts of all samples at one rate are encoded together, batched by length.
-    """
-    contexts: list[list[torch.Tensor]] = [[] for _ in samples]
-    for rate in sorted(set(rates)):
-        chosen = [s for s, sample_rate in enumerate(rates) if sample_rate == rate]
-        soft = model.soft_tokens_of([ids for s in chosen for ids in samples[s].contexts], rate)
-        for s in chosen:
-            contexts[s], soft = soft[: len(samples[s].contexts)], soft[len(samples[s].contexts):]
-    return contexts
+    """Soft tokens of every context, sample i at rates[i], in order; gradients flow when enabled."""
+    return layout_contexts(model, samples, uniform_layouts(samples, rates))
 
 
 class DecoderBatch(NamedTuple):
@@ -97,17 +89,17 @@ def text_contexts(samples: list[Sample]) -> list[list[torch.Tensor]]:
 
 
 def batch_loss(
-    model: GMSA, samples: list[Sample], rates: list[int] | None, train_encoder: bool
+    model: GMSA, samples: list[Sample], rates: list[int] | None, train_encoder: bool,
+    layouts: list[Layout] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over target tokens, and how many target tokens.
 
-    rates None: the uncompressed baseline, contexts go to the decoder as text tokens.
+    The documents of sample i reach the decoder in `layouts[i]` (`gmsa.training.layouts`), by default all at
+    rates[i], or all as text with rates None (the uncompressed baseline).
     """
-    if rates is None:
-        contexts = text_contexts(samples)
-    else:
-        with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
-            contexts = compress_contexts(model, samples, rates)
+    layouts = layouts if layouts is not None else uniform_layouts(samples, rates)
+    with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
+        contexts = layout_contexts(model, samples, layouts)
     logits, targets = decoder_logits(model, samples, contexts)
     logits = logits.float().reshape(-1, logits.shape[-1])  # (B, W, V) -> (B*W, V), the loss in fp32
     targets = targets.reshape(-1)  # (B*W,)

@@ -68,6 +68,14 @@ class TrainConfig:
     """[[rate, until_step], ...] in order: every sample of the steps before `until_step` uses that rate, and
     later steps sample `model.rates`. AE warm start: [[1, 100], [2, 300]] (rates below the model's are
     allowed) starts from the fitted readout's rate-1 map. KEFT: [[4, 300]] spends every step on rate 4."""
+    budgets: list[float] = field(default_factory=list)
+    """KEFT: a mixed reader. Each sample's documents reach the decoder as the budget planner sends them
+    (`gmsa.plan`: the most relevant whole, the rest as soft tokens at rates that follow relevance, ranked by
+    MiniLM) within a budget drawn from this list (fractions of its documents' tokens). []: every document at
+    the sample's rate (the paper)."""
+    random_layouts: float = 0.0
+    """With budgets: the share of samples whose documents get random forms (text or any rate) instead, so the
+    gold document is not always the one sent whole."""
     max_documents: int = 5
     """KEFT examples keep at most this many documents (gold documents always kept)."""
     max_answer_tokens: int = 32
@@ -134,6 +142,16 @@ class TrainConfig:
                               "(the AE always trains the encoder; the uncompressed baseline has none)")
         if self.ae_decoder and self.model.keft_mode == "none":
             raise ConfigError("ae_decoder=true needs model.keft_mode='lora' or 'full' (the decoder adapter to train)")
+        if not isinstance(self.budgets, list) or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 < b <= 1 for b in self.budgets):
+            raise ConfigError(f"budgets={self.budgets!r} is invalid: a list of fractions in (0, 1]")
+        if self.budgets and (self.stage != "keft" or self.compression != "gmsa"):
+            raise ConfigError("budgets are only valid for stage 'keft' with compression 'gmsa' (a mixed reader)")
+        share = self.random_layouts
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise ConfigError(f"random_layouts={share!r} is invalid: a number in [0, 1]")
+        if share and not self.budgets:
+            raise ConfigError(f"random_layouts={share!r} needs budgets (a mixed reader)")
         if self.gradient_checkpointing and (self.stage == "ae" or self.keft_encoder):
             raise ConfigError("gradient_checkpointing=true is only valid where the encoder does not train (KEFT "
                               "without keft_encoder): the backward pass recomputes layers with one adapter active")

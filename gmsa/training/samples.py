@@ -19,6 +19,9 @@ class Sample:
     instruction: str
     target: list[int]
     answers: list[str]
+    question: str = ""
+    relevance: list[float] | None = None
+    """Each context's relevance to the question (MiniLM), where a recipe lays documents out as the planner."""
 
 
 def ae_samples(
@@ -38,10 +41,11 @@ def ae_samples(
 
 def qa_samples(
     paths: list[str], tokenizer: PreTrainedTokenizerBase, config: GMSAConfig, max_documents: int,
-    max_answer_tokens: int,
+    max_answer_tokens: int, rank: bool = False, rank_device: str | None = None,
 ) -> list[Sample]:
-    """KEFT samples: answer the question from the documents; the target is the first reference answer."""
-    samples = []
+    """KEFT samples: answer the question from the documents; the target is the first reference answer.
+    `rank`: also score each document's relevance to the question with MiniLM (on `rank_device`)."""
+    samples, documents = [], []
     for path in paths:
         for example in read_qa(Path(path)):
             if not example.answers:
@@ -50,5 +54,13 @@ def qa_samples(
             contexts = tokenizer(kept, add_special_tokens=False).input_ids if kept else []
             answer = tokenizer(example.answers[0], add_special_tokens=False).input_ids[:max_answer_tokens]
             instruction = config.prompt.question_template.format(question=example.question)
-            samples.append(Sample(contexts, instruction, answer + [tokenizer.eos_token_id], example.answers))
+            samples.append(Sample(contexts, instruction, answer + [tokenizer.eos_token_id], example.answers,
+                                  example.question))
+            documents.append(kept)
+    if rank and samples:
+        from gmsa.similarity import relevances
+
+        scores = relevances([s.question for s in samples], documents, rank_device, progress=True)
+        for sample, row in zip(samples, scores):
+            sample.relevance = row
     return samples

@@ -16,6 +16,7 @@ from gmsa.backbone.loading import resolve_device
 from gmsa.checkpoint import load_trained, read_checkpoint
 from gmsa.errors import ConfigError
 from gmsa.model import GMSA
+from gmsa.similarity import embedder_device
 from gmsa.training.calibration import calibrate_alignment
 from gmsa.training.recipe import TrainConfig
 from gmsa.training.samples import Sample, ae_samples, qa_samples
@@ -93,7 +94,8 @@ def _trainable(model: GMSA, config: TrainConfig) -> dict[str, torch.nn.Parameter
 def _samples(paths: list[str], config: TrainConfig, model: GMSA) -> list[Sample]:
     if config.stage == "ae":
         return ae_samples(paths, model.tokenizer, model.config, config.max_text_tokens)
-    return qa_samples(paths, model.tokenizer, model.config, config.max_documents, config.max_answer_tokens)
+    return qa_samples(paths, model.tokenizer, model.config, config.max_documents, config.max_answer_tokens,
+                      rank=bool(config.budgets), rank_device=embedder_device(model.device))
 
 
 def _split(samples: list[Sample], config: TrainConfig, model: GMSA) -> tuple[list[Sample], list[Sample]]:

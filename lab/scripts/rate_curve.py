@@ -22,31 +22,12 @@ import math
 from pathlib import Path
 
 from gmsa.errors import GMSAError
-from gmsa.evaluation.compare import load_run, paired_difference
-from gmsa.evaluation.qa import METRICS
+from gmsa.evaluation.compare import load_run, paired_curve
 
 
 def rate_curve(reference: tuple[str, dict], series: dict[str, dict[int, tuple[str, dict]]]) -> dict:
     """Each run's mean and paired difference to the reference, per metric, on the questions all of them share."""
-    runs = [run for rates in series.values() for run in rates.values()]
-    shared = [q for q in reference[1] if all(q in rows for _, rows in runs)]
-    if not shared:
-        raise ValueError("the reference and the runs share no question: evaluate them on the same data file")
-    result = {"questions": len(shared), "reference": {"label": reference[0]}, "series": []}
-    for metric in METRICS:
-        result["reference"][metric] = sum(reference[1][q][metric] for q in shared) / len(shared)
-    for name, rates in series.items():
-        entries = []
-        for rate, (label, rows) in sorted(rates.items()):
-            entry = {"rate": rate, "label": label}
-            for metric in METRICS:
-                mine = [rows[q][metric] for q in shared]
-                difference, se = paired_difference([reference[1][q][metric] for q in shared], mine)
-                entry[metric] = sum(mine) / len(mine)
-                entry[f"{metric}_difference"], entry[f"{metric}_se"] = difference, se
-            entries.append(entry)
-        result["series"].append({"label": name, "runs": entries})
-    return result
+    return paired_curve(reference, series, "rate")
 
 
 def plot(result: dict, path: Path) -> None:

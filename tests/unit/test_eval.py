@@ -55,6 +55,18 @@ def test_budgeted_systems_read_within_their_budget(tiny_checkpoint, tmp_path):
     whole = systems["uncompressed"]["document_positions_per_question"]
     for name in ("budget@0.5", "rerank-text@0.5"):
         assert 0 < systems[name]["document_positions_per_question"] <= math.ceil(0.5 * whole) + 1, name
+    curve = load_benchmark("budget_curve")
+    result_json = tmp_path / "q" / "result.json"
+    assert curve.main(["--reference", f"{result_json}:uncompressed", "--results", str(result_json),
+                       "--out", str(tmp_path / "curve")]) == 0
+    written = json.loads((tmp_path / "curve" / "budget_curve.json").read_text())
+    assert [s["label"].split(": ")[1] for s in written["series"]] == ["budget", "rerank-text"]
+    for series in written["series"]:
+        run = series["runs"][0]
+        name = f"{series['label'].split(': ')[1]}@0.5"
+        assert run["f1"] == pytest.approx(systems[name]["f1"]) and run["budget"] == 0.5
+        assert run["f1_difference"] == pytest.approx(systems[name]["f1"] - systems["uncompressed"]["f1"])
+    assert (tmp_path / "curve" / "budget_curve.png").stat().st_size > 10_000
 
 
 def test_reconstruction_and_qa_write_json_and_markdown(tiny_checkpoint, tmp_path, capsys):

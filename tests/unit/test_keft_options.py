@@ -2,6 +2,7 @@
 end-to-end and full-rank KEFT, learning rates per part."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -114,3 +115,31 @@ def test_each_trained_part_gets_its_own_learning_rate(tmp_path, tiny_base, corpu
 def test_recipe_rejects_a_bad_stage_option(extra, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**extra)
+
+
+def test_a_mixed_reader_trains_on_the_planners_layouts(tmp_path, tiny_base, corpus):
+    from gmsa.training.layouts import mixed_layouts
+
+    ae, qa = corpus
+    out = tmp_path / "ae"
+    assert train_main(["ae", "--config", str(recipe(tmp_path, tiny_base, ae, out)), "steps=2"]) == 0
+    path = recipe(tmp_path, tiny_base, qa, tmp_path / "mixed", stage="keft")
+    overrides = ["steps=3", "model.keft_mode=lora", "budgets=[0.2,0.6]", "random_layouts=0.5"]
+    run = loop.setup(load_recipe(path, overrides, init_from=str(out / "final")))
+    assert all(s.relevance is not None and len(s.relevance) == len(s.contexts) for s in run.train)
+    layouts = [layout for step in range(40)
+               for layout in mixed_layouts(run.train[:4], (2, 4), [0.2, 0.6], 0.5, 0, step)]
+    forms = {rate for layout in layouts for _, rate, _ in layout}
+    assert forms == {None, 2, 4}, forms  # text and every rate occur
+    gold_soft = sum(1 for layout in layouts if any(d == 0 and rate is not None for d, rate, _ in layout))
+    assert gold_soft > 0, "the gold document (index 0 in this data) is sometimes soft"
+    assert mixed_layouts(run.train[:4], (2, 4), [0.2, 0.6], 0.5, 0, 7) == mixed_layouts(
+        run.train[:4], (2, 4), [0.2, 0.6], 0.5, 0, 7)  # a function of (seed, step): resumable
+    loop.fit(run)
+    records = [json.loads(line) for line in (tmp_path / "mixed" / "log.jsonl").read_text().splitlines()]
+    assert any("eval_loss_b0.2" in r and "eval_loss_b0.6" in r for r in records)
+    assert all(math.isfinite(r["loss"]) for r in records if "loss" in r)
+    with pytest.raises(ConfigError, match="budgets=\\[1.5\\] is invalid"):
+        load_recipe(path, ["model.keft_mode=lora", "budgets=[1.5]"])
+    with pytest.raises(ConfigError, match="needs budgets"):
+        load_recipe(path, ["model.keft_mode=lora", "random_layouts=0.2"])

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from gmsa import GMSA, ConfigError, GMSAConfig
+from gmsa import GMSA, ConfigError, GMSAConfig, answering
 from gmsa.compress import compressor
 from gmsa.plan import AUTO_TEXT_TOKENS, budget_positions, plan
 
@@ -34,27 +34,25 @@ def test_the_budget_is_never_exceeded_and_the_most_relevant_get_the_most_room():
         if dropped and sent:  # a dropped document is no more relevant than... or did not fit at rate 16
             assert all(d.relevance <= max(p.relevance for p in sent) or math.ceil(d.tokens / 16) > chosen.budget
                        for d in dropped)
-        room = {"text": 1.0, **{f"rate {r}": 1 / r for r in RATES}}
-        assert [room[p.describe()] for p in sent] == sorted(room[p.describe()] for p in sent)  # follow relevance
-        top = sent[-1] if sent else None
-        if top is not None and top.tokens <= chosen.budget - sum(math.ceil(p.tokens / 16) for p in sent[:-1]):
-            assert top.form == "text"  # the most relevant whole when it fits beside the rest at the top rate
+        room = [1.0 if p.form in ("text", "prefix") else 1 / p.rate for p in sent]
+        assert room == sorted(room)  # rates follow relevance
+        best = max(range(count), key=lambda i: (relevance[i], -i))
+        assert sent[-1].index == best  # the most relevant last, whole when it fits, else its first tokens
+        assert sent[-1].form == ("text" if tokens[best] <= chosen.budget else "prefix")
         assert chosen == plan(tokens, relevance, budget, RATES)  # deterministic
 
 
 def test_a_plan_reads_like_its_description():
-    chosen = plan([100, 200, 80, 0], [0.2, 0.9, 0.5, 0.1], 0.25, RATES)
-    # 95 positions: all at rate 16 first (13 + 5 + 7), then, most relevant first, the richest form that fits
-    assert chosen.budget == 95 and chosen.positions == 50 + 20 + 25
+    # 100 positions, most relevant first, each the richest form that fits and no richer than the one before:
+    # 60 tokens whole, 80 at rate 4 (20), 100 at rate 8 (13)
+    chosen = plan([100, 60, 80, 0], [0.2, 0.9, 0.5, 0.1], 100, RATES)
     assert [(p.index, p.form, p.rate) for p in chosen.placements] == [
-        (0, "soft", 4), (2, "soft", 4), (1, "soft", 4), (3, "dropped", None)]
-    tight = plan([100, 200, 80], [0.2, 0.9, 0.5], 60, RATES)  # 25 at rate 16, then 35 more to spend
-    # the most relevant cannot afford rate 4 (37 more): rate 8; the others then at most rate 8 too
-    assert [(p.index, p.form, p.rate) for p in tight.sent] == [(0, "soft", 8), (2, "soft", 8), (1, "soft", 8)]
+        (0, "soft", 8), (2, "soft", 4), (1, "text", None), (3, "dropped", None)]
+    assert chosen.positions == 93 and "-> 60 as text (1 documents) + 33 soft tokens (2)" in chosen.summary()
+    tight = plan([100, 50, 80], [0.2, 0.9, 0.5], 60, RATES)  # 50 whole, 80 at rate 8 (10), nothing left
+    assert [(p.index, p.form, p.rate) for p in tight.sent] == [(2, "soft", 8), (1, "text", None)]
+    assert tight.placements[-1].index == 0 and tight.placements[-1].form == "dropped"
     assert [p.form for p in plan([100, 200, 80], [0.2, 0.9, 0.5], 1.0, RATES).sent] == ["text"] * 3
-    mixed = plan([100, 200, 80], [0.2, 0.9, 0.5], 300, RATES)
-    assert [(p.index, p.form, p.rate) for p in mixed.sent] == [(0, "soft", 8), (2, "text", None), (1, "text", None)]
-    assert mixed.positions == 293 and "-> 280 as text (2 documents) + 13 soft tokens (1)" in mixed.summary()
     ties = plan([50, 50], [0.5, 0.5], 60, RATES)
     assert [p.index for p in ties.sent] == [1, 0] and ties.sent[-1].form == "text"  # ties: the earlier first
 
@@ -117,9 +115,10 @@ def test_budgeted_answer_sends_text_and_soft_tokens_as_planned(tiny_base):
     model = tiny_model(tiny_base)
     scores = [0.1, 0.9, 0.5]
     n = [len(ids) for ids in model.tokenize_contexts(DOCS)]
-    budget = n[1] + math.ceil(n[2] / 4) + math.ceil(n[0] / 4)  # the most relevant whole, the others at rate 4
+    budget = n[1] + math.ceil(n[2] / 4) + math.ceil(n[0] / 4)  # room for the most relevant whole, then soft
     chosen = model.plan("what?", DOCS, budget, relevance=scores)
-    assert [(p.index, p.form, p.rate) for p in chosen.sent] == [(0, "soft", 4), (2, "soft", 4), (1, "text", None)]
+    assert chosen.sent[-1].index == 1 and chosen.sent[-1].form == "text"
+    assert all(p.form == "soft" for p in chosen.sent[:-1]) and chosen.positions <= budget
     answer = model.answer("what?", DOCS, budget=budget, relevance=scores, max_new_tokens=4)
     assert answer.plan == chosen and answer.rate is None
     assert answer.text_tokens == chosen.text_tokens and answer.soft_tokens == chosen.soft_tokens
@@ -141,3 +140,21 @@ def test_budgeted_answer_sends_text_and_soft_tokens_as_planned(tiny_base):
 def test_bad_budgeted_calls_are_clear_errors(tiny_base, call, message):
     with pytest.raises(ConfigError, match=message):
         call(tiny_model(tiny_base))
+
+
+def test_a_most_relevant_document_longer_than_the_budget_fills_it_with_its_first_tokens():
+    chosen = plan([400, 100, 50], [0.9, 0.5, 0.1], 0.25, RATES)  # 138 positions, the top document has 400 tokens
+    assert [(p.index, p.form, p.kept) for p in chosen.sent] == [(0, "prefix", 138)]
+    assert chosen.positions == chosen.text_tokens == 138 and chosen.sent[0].describe() == "first 138 tokens"
+    assert {p.form for p in chosen.placements[1:]} == {"dropped"}
+
+
+def test_a_prefix_reaches_the_decoder_as_the_documents_first_tokens(tiny_base):
+    model = tiny_model(tiny_base)
+    n = [len(ids) for ids in model.tokenize_contexts(DOCS)]
+    chosen = model.plan("what?", DOCS, n[1] - 3, relevance=[0.1, 0.9, 0.5])
+    assert [(p.index, p.form, p.kept) for p in chosen.sent] == [(1, "prefix", n[1] - 3)]
+    [context] = answering.planned_contexts(model, DOCS, chosen)
+    assert context.tolist() == model.tokenize_contexts(DOCS)[1][: n[1] - 3]
+    answer = model.answer("what?", DOCS, budget=n[1] - 3, relevance=[0.1, 0.9, 0.5], max_new_tokens=4)
+    assert answer.text_tokens == n[1] - 3 and answer.soft_tokens == 0

