@@ -1,9 +1,13 @@
-"""The tiny training corpus the gmsa-train tests share."""
+"""What the unit tests share: the tiny training corpus and a tiny GMSA in the shipped layout."""
 
 import json
 
 import pytest
+import torch
+from tiny_gmsa import tiny_config
 from training_recipes import TEXTS
+
+from gmsa import GMSA
 
 
 @pytest.fixture
@@ -16,3 +20,16 @@ def corpus(tmp_path):
                for i, t in enumerate(TEXTS * 2)]
     qa.write_text("".join(json.dumps(r) + "\n" for r in records))
     return ae, qa
+
+
+@pytest.fixture
+def model(tiny_base) -> GMSA:
+    """A tiny GMSA in the shipped layout whose adapters visibly matter."""
+    torch.manual_seed(0)
+    gmsa = GMSA.from_base(str(tiny_base), tiny_config(tiny_base), device="cpu")
+    # Give the zero-initialised LoRA B matrices values, so adapters visibly matter in tests.
+    with torch.no_grad():
+        for name, param in gmsa.trained_parameters().items():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    return gmsa

@@ -1,49 +1,20 @@
-"""GMSA over a tiny random Llama: structure, compression, decoding, checkpoints."""
+"""GMSA over a tiny random Llama: structure and compression (test_decoding.py, test_checkpoint.py: the rest)."""
 
 import math
-import warnings
 
 import pytest
 import torch
+from tiny_gmsa import TEXTS, tiny_config, tiny_fields
 
-from gmsa import GMSA, CheckpointError, GMSAConfig
+from gmsa import GMSA, GMSAConfig
 from gmsa.backbone.layers import decoder_core
 from gmsa.compress.compressor import soft_tokens
 from gmsa.compress.encode import encode
 from gmsa.compress.merge import group_merge
 from gmsa.compress.segment import right_pad
-from gmsa.decode.prompt import embed_parts, question_message, render_chat, render_parts
 from gmsa.training.calibration import calibrate_alignment
-from gmsa.training.objective import compress_contexts, decoder_batch
-from gmsa.training.samples import Sample, qa_samples
-
-TEXTS = [
-    "The quick brown fox jumps over the lazy dog. Paris is the capital of France and its largest city.",
-    "Soft tokens are vectors.",
-    "Group merging averages hidden states in groups of equal size.",
-]
-
-
-def tiny_fields(base, **overrides) -> dict:
-    """Sizes for the tiny base; every layout field keeps its default: the shipped layout."""
-    return {"base_model": str(base), "encoder_layers": 2, "lsa_layers": 1, "lora_rank": 4, "lora_alpha": 8,
-            "rates": (2, 4), "segment_tokens": 16, **overrides}
-
-
-def tiny_config(base, **overrides) -> GMSAConfig:
-    return GMSAConfig(**tiny_fields(base, **overrides))
-
-
-@pytest.fixture
-def model(tiny_base) -> GMSA:
-    torch.manual_seed(0)
-    gmsa = GMSA.from_base(str(tiny_base), tiny_config(tiny_base), device="cpu")
-    # Give the zero-initialised LoRA B matrices values, so adapters visibly matter in tests.
-    with torch.no_grad():
-        for name, param in gmsa.trained_parameters().items():
-            if "lora_B" in name:
-                param.normal_(0, 0.05)
-    return gmsa
+from gmsa.training.objective import compress_contexts
+from gmsa.training.samples import Sample
 
 
 def test_lsa_starts_as_a_copy_of_the_lowest_base_layers(tiny_base):
@@ -197,142 +168,3 @@ def test_encoder_adapter_changes_soft_tokens_but_not_decoder(model):
                 param.mul_(3)
     assert not torch.allclose(before, model.compress(TEXTS[1:2], rate=2)[0])
     assert model.generate(prompt, max_new_tokens=6) == plain  # the decoder never sees the encoder LoRA
-
-
-def test_batched_generation_equals_one_by_one(model):
-    soft = model.compress(TEXTS, rate=2)
-    prompts = ["Question: who wrote the book?", "Answer the question.", "Restate the aforementioned Text."]
-    contexts = [[soft[0]], [soft[1], "plain text context"], [soft[2], soft[1]]]
-    together = model.generate(prompts, contexts, max_new_tokens=8, repetition_penalty=1.0)
-    alone = [model.generate([p], [c], max_new_tokens=8, repetition_penalty=1.0)[0] for p, c in zip(prompts, contexts)]
-    assert together == alone
-
-
-def test_stream_yields_the_generated_text(model):
-    soft = model.compress(TEXTS[:1], rate=4)
-    full = model.generate(["Question: who?"], [soft], max_new_tokens=8)[0]
-    assert "".join(model.stream("Question: who?", soft, max_new_tokens=8)).strip() == full
-
-
-def test_crafted_marker_in_prompt_stays_text(model):
-    soft = model.compress(TEXTS[:2], rate=4)
-    crafted = "<gmsa-context-0> what? <gmsa-context-1>"
-    parts = render_parts(model.tokenizer, model.config.prompt, [soft[0]], crafted)
-    soft_parts = [p for p in parts if p.is_floating_point()]
-    assert len(soft_parts) == 1 and soft_parts[0] is soft[0]
-    text = model.tokenizer.decode(torch.cat([p for p in parts if not p.is_floating_point()]))
-    assert crafted in text
-
-
-def test_chat_places_soft_tokens_where_they_appear(model):
-    soft = model.compress(TEXTS[:2], rate=4)
-    conversation = [{"role": "system", "content": "Be brief."},
-                    {"role": "user", "content": ["Read: ", soft[1], " then ", soft[0], "\nWhat?"]}]
-    parts = render_chat(model.tokenizer, model.config.prompt, conversation)
-    soft_parts = [p for p in parts if p.is_floating_point()]
-    assert [p is s for p, s in zip(soft_parts, (soft[1], soft[0]))] == [True, True]
-    text = model.tokenizer.decode(torch.cat([p for p in parts if not p.is_floating_point()]))
-    assert "Be brief." in text and "Read: " in text and "then" in text
-    # The question helper is the same conversation the engine trains on.
-    assert model.generate(["What?"], [soft], max_new_tokens=6) == model.generate_chat(
-        [[question_message(model.config.prompt, soft, "What?")]], max_new_tokens=6)
-
-
-def test_answering_and_training_lay_out_a_question_alike(model, corpus):
-    # the decoder must read at inference what KEFT trained it on: the documents in order, then the question
-    fmt = model.config.prompt
-    soft = model.compress(TEXTS[:2], rate=4)
-    expected = [[question_message(fmt, soft, model.format_question("who?"))]]
-    seen = []  # what answer() hands the decoder (the tiny model's answers may be empty text)
-    generate_chat = model.generate_chat
-    model.generate_chat = lambda conversations, *args, **kwargs: seen.extend(conversations) or generate_chat(
-        conversations, *args, **kwargs)
-    answer = model.answer("who?", TEXTS[:2], rate=4, max_new_tokens=6)
-    torch.testing.assert_close(model.decoder_inputs(seen)[0], model.decoder_inputs(expected)[0])
-    assert answer.text == generate_chat(expected, max_new_tokens=6)[0]
-
-    tokenizer = model.tokenizer
-    sample = qa_samples([str(corpus[1])], tokenizer, model.config, max_documents=2, max_answer_tokens=8)[0]
-    contexts = compress_contexts(model, [sample], [4])
-    batch = decoder_batch(model, [sample], contexts)
-    rendered = render_parts(tokenizer, fmt, contexts[0], sample.instruction)
-    assert rendered[1] is contexts[0][0] and "What is in text 0?" in tokenizer.decode(rendered[-1])
-    embedding = model.base.get_input_embeddings()
-    expected_embeds = torch.cat([embed_parts(embedding, rendered), embedding(torch.tensor(sample.target))])
-    torch.testing.assert_close(batch.embeds[0], expected_embeds)
-
-
-def test_decoder_inputs_are_left_padded_whole(model):
-    conversations = model.question_conversations(["short", "a much longer prompt than the other"], None)
-    embeds, mask, positions = model.decoder_inputs(conversations)
-    assert mask[0, 0] == 0 and mask[0, -1] == 1 and mask[1].all()
-    assert positions[0, mask[0].argmax()] == 0 and positions[1, -1] == mask.shape[1] - 1
-
-
-def test_save_and_load_round_trip(model, tmp_path):
-    model.save_pretrained(tmp_path / "ckpt")
-    loaded = GMSA.from_pretrained(tmp_path / "ckpt", device="cpu")
-    assert loaded.config == model.config
-    for name, param in model.trained_parameters().items():
-        torch.testing.assert_close(loaded.trained_parameters()[name], param, rtol=0, atol=0)
-    torch.testing.assert_close(loaded.compress(TEXTS, rate=4)[0], model.compress(TEXTS, rate=4)[0])
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["gmsa_config.json", "gmsa_weights.safetensors"]
-    # a shareable folder, not the 0700/0600 modes of its temporary staging folder
-    assert (tmp_path / "ckpt").stat().st_mode & 0o777 == 0o755
-    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()} == {0o644}
-
-
-def test_bf16_checkpoint_loads_into_an_fp32_model(model, tmp_path):
-    model.save_pretrained(tmp_path / "ckpt", dtype=torch.bfloat16)  # how the bundled default ships
-    loaded = GMSA.from_pretrained(tmp_path / "ckpt", device="cpu")
-    for name, param in model.trained_parameters().items():
-        assert loaded.trained_parameters()[name].dtype == torch.float32
-        torch.testing.assert_close(loaded.trained_parameters()[name], param.to(torch.bfloat16).float(), rtol=0, atol=0)
-
-
-def test_loading_onto_another_base_model_fails(model, tmp_path, other_tiny_base):
-    model.save_pretrained(tmp_path / "ckpt")
-    with pytest.raises(CheckpointError, match="fingerprint"):
-        GMSA.from_pretrained(tmp_path / "ckpt", base_model=str(other_tiny_base))
-
-
-def test_incomplete_checkpoint_fails_loudly(model, tmp_path):
-    from safetensors.torch import load_file, save_file
-
-    model.save_pretrained(tmp_path / "ckpt")
-    weights = tmp_path / "ckpt" / "gmsa_weights.safetensors"
-    tensors = load_file(weights)
-    tensors.pop(sorted(tensors)[0])
-    tensors["lsa.extra"] = torch.zeros(1)
-    save_file(tensors, weights)
-    with pytest.raises(CheckpointError, match="1 missing.*1 unexpected"):
-        GMSA.from_pretrained(tmp_path / "ckpt")
-
-
-def test_not_a_checkpoint(tmp_path):
-    with pytest.raises(CheckpointError, match="gmsa_config.json is missing"):
-        GMSA.from_pretrained(tmp_path)
-
-
-def test_saving_over_a_checkpoint_replaces_it_whole(model, tmp_path):
-    model.save_pretrained(tmp_path / "ckpt")
-    model.save_pretrained(tmp_path / "ckpt")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
-
-
-def test_keft_lora_adapter_is_saved_and_used_only_by_the_decoder(tiny_base, tmp_path):
-    gmsa = GMSA.from_base(str(tiny_base), tiny_config(tiny_base, keft_mode="lora", keft_lora_rank=2))
-    names = list(gmsa.trained_parameters())
-    assert any(n.startswith("decoder.") and "q_proj" in n for n in names)
-    soft = gmsa.compress(TEXTS[:1], rate=4)
-    with torch.no_grad():
-        for name, param in gmsa.trained_parameters().items():
-            if name.startswith("decoder.") and "lora_B" in name:
-                param.normal_(0, 0.5)
-    torch.testing.assert_close(gmsa.compress(TEXTS[:1], rate=4)[0], soft[0])  # encoder unaffected
-    gmsa.save_pretrained(tmp_path / "k")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loaded = GMSA.from_pretrained(tmp_path / "k")
-    assert not [w for w in caught if "peft_config" in str(w.message)]  # two adapters are the design: no warning
-    assert loaded.generate(["Hi"], max_new_tokens=5) == gmsa.generate(["Hi"], max_new_tokens=5)
