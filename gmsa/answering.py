@@ -40,6 +40,11 @@ class Answering(Parts, Protocol):
     def compress(self, texts: Sequence[str], rate: int | None = None) -> list[torch.Tensor]: ...
 
 
+def _check_question(question: object) -> None:
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError(f"question={question!r:.80} is invalid: a non-empty string")
+
+
 def relevance_scores(model: Answering, question: str, documents: list[str], relevance: Relevance) -> list[float]:
     """One finite score per document (see `Relevance`)."""
     if relevance is None:
@@ -60,6 +65,7 @@ def relevance_scores(model: Answering, question: str, documents: list[str], rele
 def plan_for(model: Answering, question: str, documents: Sequence[str], budget: Budget = DEFAULT_BUDGET,
              relevance: Relevance = None) -> Plan:
     """Each document whole, as soft tokens at one of the model's rates, or dropped, within `budget` (`gmsa.plan`)."""
+    _check_question(question)
     if isinstance(documents, str):
         raise ConfigError("documents must be a list of texts, not one string (wrap it in a list)")
     documents = list(documents)
@@ -92,8 +98,7 @@ def answer(model: Answering, question: str, documents: Sequence[str], rate: int 
     """Answer `question` over `documents`: at one fixed `rate` (every document compressed, in the given order),
     or within a `budget` (`gmsa.plan`; the default when neither is given). `extractive`: the answer quotes
     the documents (`gmsa.decode.extractive`)."""
-    if not isinstance(question, str) or not question.strip():
-        raise ConfigError(f"question={question!r:.80} is invalid: a non-empty string")
+    _check_question(question)
     if isinstance(documents, str):
         raise ConfigError("documents must be a list of texts, not one string (wrap it in a list)")
     if rate is not None and budget is not None:

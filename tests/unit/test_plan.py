@@ -158,3 +158,8 @@ def test_a_prefix_reaches_the_decoder_as_the_documents_first_tokens(tiny_base):
     assert context.tolist() == model.tokenize_contexts(DOCS)[1][: n[1] - 3]
     answer = model.answer("what?", DOCS, budget=n[1] - 3, relevance=[0.1, 0.9, 0.5], max_new_tokens=4)
     assert answer.text_tokens == n[1] - 3 and answer.soft_tokens == 0
+
+
+def test_planning_without_a_question_is_a_clear_error(tiny_base):
+    with pytest.raises(ConfigError, match="question=None is invalid"):
+        tiny_model(tiny_base).plan(None, DOCS, 0.5, relevance=[1.0, 0.5, 0.2])
