@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from gmsa.backbone.loading import resolve_base_path
+from gmsa.cli.arguments import positive_int
 from gmsa.config import EMBEDDED_BASE
 from gmsa.data import read_qa
 from gmsa.evaluation.metrics import exact_match
@@ -207,10 +208,10 @@ def plot(result: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--questions", type=int, default=20)
-    parser.add_argument("--top-k", type=int, default=20)
-    parser.add_argument("--rate", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--questions", type=positive_int, default=20)
+    parser.add_argument("--top-k", type=positive_int, default=20)
+    parser.add_argument("--rate", type=positive_int, default=8)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=32)
     parser.add_argument("--device")
     parser.add_argument("--out", type=Path, default=Path("results/integrations"))
     args = parser.parse_args()

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from gmsa import GMSA
 from gmsa.answering import planned_contexts
+from gmsa.cli.arguments import positive_int
 from gmsa.config import BASE_DTYPES
 from gmsa.data import read_qa
 
@@ -260,13 +261,14 @@ def plot(result: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--questions", type=int, default=20)
-    parser.add_argument("--rates", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--questions", type=positive_int, default=20)
+    parser.add_argument("--rates", type=positive_int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--budgets", type=float, nargs="*", default=[0.25],
                         help="budgets (fractions of the documents' tokens) timed through the planner")
-    parser.add_argument("--break-even", type=int, nargs="*", default=[16, 32, 64, 128, 256],
+    parser.add_argument("--break-even", type=positive_int, nargs="*", default=[16, 32, 64, 128, 256],
                         help="document sizes (tokens) timed as text and compressed")
-    parser.add_argument("--answer-tokens", type=int, default=16, help="tokens generated in the end-to-end timing")
+    parser.add_argument("--answer-tokens", type=positive_int, default=16,
+                        help="tokens generated in the end-to-end timing")
     parser.add_argument("--checkpoint", help="GMSA checkpoint (default: the bundled default)")
     parser.add_argument("--device")
     parser.add_argument("--dtype", choices=BASE_DTYPES,

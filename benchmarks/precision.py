@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from gmsa.cli.arguments import positive_int
 from gmsa.config import BASE_DTYPES
 from gmsa.errors import GMSAError
 
@@ -93,15 +94,15 @@ def plot(result: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="QA JSONL")
-    parser.add_argument("--limit", type=int, default=50, help="first N questions")
-    parser.add_argument("--documents", type=int, default=5, help="documents per question (gold kept)")
+    parser.add_argument("--limit", type=positive_int, default=50, help="first N questions")
+    parser.add_argument("--documents", type=positive_int, default=5, help="documents per question (gold kept)")
     parser.add_argument("--system", default="gmsa@4", help="a gmsa-eval qa system (default gmsa@4)")
     parser.add_argument("--dtypes", nargs="+", choices=BASE_DTYPES, default=list(BASE_DTYPES),
                         help="the first is the reference the others are compared with")
     parser.add_argument("--checkpoint", help="default: the bundled default")
     parser.add_argument("--device", help="default: cuda when available")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=4)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=32)
     parser.add_argument("--out", type=Path, required=True, help="folder for precision.json and precision.png")
     args = parser.parse_args(argv)
     if args.limit < 1 or args.documents < 1 or args.batch_size < 1:

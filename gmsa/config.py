@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,42 @@ adapter of rank `keft_lora_rank`, or a full-rank update (any change of those mat
 
 
 def _fail(name: str, value: Any, expected: str) -> None:
-    raise ConfigError(f"{name}={value!r} is invalid: {expected}")
+    raise ConfigError(f"{name}={value!r:.120} is invalid: {expected}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _items(kind: Any) -> Any:
+    return lambda value: isinstance(value, (list, tuple)) and all(kind(v) for v in value)
+
+
+FIELD_TYPES: dict[str, tuple[Any, str]] = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (_number, "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "list[str]": (_items(lambda v: isinstance(v, str)), "a list of strings"),
+    "tuple[str, ...]": (_items(lambda v: isinstance(v, str)), "a list of strings"),
+    "tuple[int, ...]": (_items(lambda v: isinstance(v, int) and not isinstance(v, bool)), "a list of integers"),
+    "list[float]": (_items(_number), "a list of numbers"),
+}
+"""Each annotated field type (as written in the dataclasses) -> (check, what it expects)."""
+
+
+def check_field_types(obj: Any, prefix: str = "") -> None:
+    """Every field of a config dataclass holds its annotated type: a string where a number is due (`seed: "1"`,
+    `temperature: "hot"`) is a ConfigError naming the field, not a TypeError somewhere later."""
+    for item in dataclasses.fields(obj):
+        annotation = item.type if isinstance(item.type, str) else getattr(item.type, "__name__", "")
+        optional = annotation.endswith(" | None")
+        value = getattr(obj, item.name)
+        if value is None and optional:
+            continue
+        check = FIELD_TYPES.get(annotation.removesuffix(" | None"))
+        if check is not None and not check[0](value):
+            _fail(prefix + item.name, value, check[1] + (" or null" if optional else ""))
 
 
 @dataclass
@@ -54,6 +90,7 @@ class GenerationSettings:
     """Stop sequences: the answer ends before the first one."""
 
     def __post_init__(self) -> None:
+        check_field_types(self, "generation.")
         self.stop = tuple(self.stop)
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             _fail("generation.max_new_tokens", self.max_new_tokens, "an integer >= 1")
@@ -93,6 +130,7 @@ class PromptFormat:
     """The autoencoder task's instruction after the soft tokens (the reference code's)."""
 
     def __post_init__(self) -> None:
+        check_field_types(self, "prompt.")
         if "{question}" not in self.question_template:
             _fail("prompt.question_template", self.question_template, "a template containing '{question}'")
         try:
@@ -167,6 +205,7 @@ class GMSAConfig:
             self.prompt = PromptFormat(**self.prompt)
         if isinstance(self.generation, dict):
             self.generation = GenerationSettings(**self.generation)
+        check_field_types(self)
         self.rates = tuple(self.rates)
         self.lora_targets = tuple(self.lora_targets)
         self.keft_targets = tuple(self.keft_targets)

@@ -31,13 +31,35 @@ class QAExample:
     where: str = ""
 
 
+def _not_utf8(path: Path, error: UnicodeDecodeError, line: int, column_base: int = 0) -> DataError:
+    return DataError(str(path), line, f"not UTF-8 text (byte {error.object[error.start]:#04x} at column "
+                                      f"{column_base + error.start + 1}): save the file as UTF-8")
+
+
+def read_text_file(path: Path) -> str:
+    """A text file's contents; bytes that are not UTF-8 are a DataError naming file:line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line_start = data.rfind(b"\n", 0, error.start) + 1
+        raise _not_utf8(path, UnicodeDecodeError(error.encoding, data[line_start:], error.start - line_start,
+                                                 error.end - line_start, error.reason),
+                        data.count(b"\n", 0, error.start) + 1) from None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; malformed lines raise DataError."""
+    """(line number, object) for each non-blank line; malformed lines (bad JSON, bytes that are not UTF-8)
+    raise DataError naming file:line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), None, "no such file")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise _not_utf8(path, error, number) from None
             if not line.strip():
                 continue
             try:
@@ -70,8 +92,9 @@ def parse_qa(record: dict[str, Any], path: Path, line: int) -> QAExample:
     where = f"{path}:{line}"
     if "question" in record:
         answers = record.get("answers")
-        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
-            raise DataError(str(path), line, "field 'answers' must be a list of strings")
+        if not isinstance(answers, list) or not all(isinstance(a, str) and a.strip() for a in answers):
+            raise DataError(str(path), line,
+                            f"field 'answers' must be a list of non-empty strings, got {answers!r:.80}")
         documents = record.get("documents")
         if not isinstance(documents, list):
             raise DataError(str(path), line, "field 'documents' must be a list")
@@ -83,8 +106,9 @@ def parse_qa(record: dict[str, Any], path: Path, line: int) -> QAExample:
     if "input" in record and "prompt" in record:
         answer = record.get("answer")
         answers = [answer] if isinstance(answer, str) else answer
-        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
-            raise DataError(str(path), line, "field 'answer' must be a string or a list of strings")
+        if not isinstance(answers, list) or not all(isinstance(a, str) and a.strip() for a in answers):
+            raise DataError(str(path), line, f"field 'answer' must be a non-empty string or a list of them, got "
+                                             f"{answer!r:.80}")
         question, context = _string(record, "prompt", path, line), _string(record, "input", path, line)
         return QAExample(question, answers, [context], [0], where)
     raise DataError(
@@ -136,10 +160,13 @@ def read_documents(path: str | Path) -> list[str]:
     if not path.exists():
         raise DataError(str(path), None, "no such file or folder")
     if path.suffix.lower() == ".jsonl":
-        return [text for line, record in iter_jsonl(path) for text in _record_texts(record, path, line)]
+        documents = [text for line, record in iter_jsonl(path) for text in _record_texts(record, path, line)]
+        if not documents:
+            raise DataError(str(path), None, "no records")
+        return documents
     documents = []
     for file in text_files(path):
-        text = file.read_text(encoding="utf-8")
+        text = read_text_file(file)
         if not text.strip():
             raise DataError(str(file), None, "the file is empty")
         documents.append(text)
@@ -155,6 +182,6 @@ def read_texts(path: str | Path) -> list[str]:
         raise DataError(str(path), None, "no such file or folder")
     paragraphs = []
     for file in text_files(path):
-        blocks = file.read_text(encoding="utf-8").split("\n\n")
+        blocks = read_text_file(file).split("\n\n")
         paragraphs.extend(block.strip() for block in blocks if block.strip())
     return paragraphs

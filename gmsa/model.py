@@ -29,7 +29,7 @@ from gmsa.compress.align import LayerSemanticAlignment
 from gmsa.config import EMBEDDED_BASE, GenerationSettings, GMSAConfig
 from gmsa.decode.extractive import quote_processors
 from gmsa.decode.generate import decode_texts, generate_ids, stream_text
-from gmsa.decode.prompt import ChatMessage, Context, decoder_inputs, question_conversations
+from gmsa.decode.prompt import ChatMessage, Context, check_positions, decoder_inputs, question_conversations
 from gmsa.plan import Budget, Plan
 
 logger = logging.getLogger(__name__)
@@ -151,6 +151,11 @@ class GMSA(nn.Module):
         return self.base.get_input_embeddings().weight.device
 
     @property
+    def max_positions(self) -> int | None:
+        """The most positions the decoder reads (prompt + answer); None where the base does not say."""
+        return getattr(self.base.config, "max_position_embeddings", None)
+
+    @property
     def hidden_size(self) -> int:
         return self.base.get_input_embeddings().weight.shape[-1]
 
@@ -211,6 +216,7 @@ class GMSA(nn.Module):
             raise ValueError(f"quote_from has {len(quote_from)} entries for {len(conversations)} conversations")
         with self.lock:
             embeds, mask, _ = self.decoder_inputs(conversations)
+            check_positions(self.max_positions, mask, resolved.max_new_tokens)
             ids = generate_ids(self.base, self.tokenizer, embeds, mask, resolved, logits_processor=processors)
         return decode_texts(self.tokenizer, ids, resolved, quote_from)
 
@@ -227,6 +233,7 @@ class GMSA(nn.Module):
         processors = quote_processors(self.tokenizer, None if quote_from is None else [quote_from])
         with self.lock, torch.no_grad():
             embeds, mask, _ = self.decoder_inputs([conversation])
+        check_positions(self.max_positions, mask, resolved.max_new_tokens)
         yield from stream_text(self.base, self.tokenizer, embeds, mask, resolved, self.lock, processors, quote_from)
 
     def generate(

@@ -3,7 +3,9 @@
 Entries are keyed by sha256(compressor fingerprint, rate, text): a lookup can only return soft
 tokens computed from exactly that text by exactly that compressor. Memory holds a bounded LRU;
 an optional directory keeps entries across processes as safetensors files, written to a
-temporary name and renamed into place, so concurrent readers see a whole file or none.
+temporary name and renamed into place, so concurrent readers see a whole file or none. A file
+read back must carry its key and the digest of its tensor, hold finite numbers, and have the
+shape the caller expects; one that fails is ignored with one warning, and recomputed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -20,7 +23,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from gmsa.errors import GMSAError
+from gmsa.integrity import DIGEST_KEY, digest_problem, tensor_digest
+
 logger = logging.getLogger(__name__)
+
+STALE_SECONDS = 600
+"""A temporary file this old belongs to a killed write (live writes take milliseconds), and is removed."""
 
 
 def cache_key(fingerprint: str, rate: int, text: str) -> str:
@@ -42,12 +51,33 @@ class SoftTokenCache:
         self._entries: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._warned: set[str] = set()
         self.hits = self.misses = 0
+        if self.directory is not None:
+            self._prepare_directory()
+
+    def _prepare_directory(self) -> None:
+        """The folder must be writable (checked now, not at the first write); killed writes' files go."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.directory):
+                pass
+        except OSError as error:
+            raise GMSAError(f"soft-token cache folder {self.directory} cannot be written ({error.strerror}): "
+                            "give a writable folder, or none (memory only)") from None
+        now = time.time()
+        for leftover in self.directory.glob(".*.tmp"):
+            try:
+                if now - leftover.stat().st_mtime > STALE_SECONDS:
+                    leftover.unlink()
+            except OSError:
+                pass
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, fingerprint: str, rate: int, text: str) -> torch.Tensor | None:
+    def get(self, fingerprint: str, rate: int, text: str, shape: tuple[int, int] | None = None) -> torch.Tensor | None:
+        """The soft tokens of (fingerprint, rate, text), or None; `shape`: what they must be, (ceil(n/r), H)."""
         key = cache_key(fingerprint, rate, text)
         with self._lock:
             soft = self._entries.get(key)
@@ -55,7 +85,7 @@ class SoftTokenCache:
                 self._entries.move_to_end(key)
                 self.hits += 1
                 return soft
-        soft = self._read(key)
+        soft = self._read(key, shape)
         with self._lock:
             if soft is None:
                 self.misses += 1
@@ -76,8 +106,9 @@ class SoftTokenCache:
             self._entries.clear()
             self._bytes = 0
         if disk and self.directory is not None:
-            for file in self.directory.glob("*.safetensors"):
-                file.unlink(missing_ok=True)
+            for pattern in ("*.safetensors", ".*.tmp"):
+                for file in self.directory.glob(pattern):
+                    file.unlink(missing_ok=True)
 
     def _remember(self, key: str, soft: torch.Tensor) -> None:
         size = soft.numel() * soft.element_size()
@@ -96,17 +127,25 @@ class SoftTokenCache:
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.safetensors"
 
-    def _read(self, key: str) -> torch.Tensor | None:
+    def _read(self, key: str, shape: tuple[int, int] | None) -> torch.Tensor | None:
         if self.directory is None or not self._path(key).is_file():
             return None
         try:
             with safe_open(self._path(key), framework="pt") as handle:
-                if (handle.metadata() or {}).get("key") != key:
-                    raise ValueError("its recorded key does not match its name")
-                return handle.get_tensor("soft_tokens")
+                metadata = handle.metadata() or {}
+                soft = handle.get_tensor("soft_tokens")
+            problem = (("its recorded key does not match its name" if metadata.get("key") != key else None)
+                       or digest_problem({"soft_tokens": soft}, metadata)
+                       or ("it holds NaN or Inf" if not bool(soft.isfinite().all()) else None)
+                       or (f"its shape {tuple(soft.shape)} is not {shape}" if shape and soft.shape != shape else None))
         except (SafetensorError, OSError, ValueError) as error:
-            logger.warning("ignoring unreadable soft-token cache file %s: %s", self._path(key), error)
-            return None
+            problem = f"it cannot be read ({error})"
+        if problem is None:
+            return soft
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning("soft-token cache file %s is ignored and recomputed: %s", self._path(key), problem)
+        return None
 
     def _write(self, key: str, soft: torch.Tensor) -> None:
         if self.directory is None:
@@ -115,7 +154,8 @@ class SoftTokenCache:
         handle, temporary = tempfile.mkstemp(prefix=f".{key[:16]}-", suffix=".tmp", dir=self.directory)
         os.close(handle)
         try:
-            save_file({"soft_tokens": soft.contiguous().cpu()}, temporary, metadata={"key": key})
+            tensors = {"soft_tokens": soft.contiguous().cpu()}
+            save_file(tensors, temporary, metadata={"key": key, DIGEST_KEY: tensor_digest(tensors)})
             os.replace(temporary, self._path(key))  # atomic: readers never see half a file
         finally:
             if os.path.exists(temporary):

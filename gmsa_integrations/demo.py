@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from gmsa.cli.ask import budget_argument
+from gmsa.cli.arguments import budget_argument, positive_int
 from gmsa.config import BASE_DTYPES
 
 DEFAULT_DOCUMENTS = Path(__file__).resolve().parents[1] / "gmsa" / "examples" / "docs"
@@ -22,14 +22,14 @@ def passages(folder: Path) -> list:
     """One LangChain Document per paragraph of each .md/.txt file, with its source."""
     from langchain_core.documents import Document
 
-    from gmsa.data import text_files
+    from gmsa.data import read_text_file, text_files
     from gmsa.errors import DataError
 
     if not folder.exists():
         raise DataError(str(folder), None, "no such file or folder (give --documents a folder of .md/.txt files)")
     documents = []
     for file in text_files(folder):
-        blocks = [b.strip() for b in file.read_text(encoding="utf-8").split("\n\n")]
+        blocks = [b.strip() for b in read_text_file(file).split("\n\n")]
         title = blocks[0].lstrip("# ") if blocks and blocks[0].startswith("#") else file.stem
         for block in blocks:
             if block and not block.startswith("#"):
@@ -122,13 +122,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--question", required=True)
     parser.add_argument("--documents", type=Path, default=DEFAULT_DOCUMENTS,
                         help="folder of .md/.txt files (default: GMSA's own documentation)")
-    parser.add_argument("--top-k", type=int, default=4, help="passages retrieved")
+    parser.add_argument("--top-k", type=positive_int, default=4, help="passages retrieved")
     parser.add_argument("--budget", type=budget_argument, metavar="B", default=None,
                         help="decoder positions the passages may take: a fraction of their tokens, a number, or "
                              "'auto' (the default): the most relevant whole, the rest as soft tokens")
-    parser.add_argument("--rate", type=int, help="compress every passage at this one rate instead of a budget")
+    parser.add_argument("--rate", type=positive_int, help="compress every passage at this one rate instead of a budget")
     parser.add_argument("--checkpoint", help="a GMSA checkpoint folder (default: the bundled default model)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=BASE_DTYPES, help="the base model's weights (default: bfloat16 on CUDA, "
                                                              "float32 on the CPU)")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=64)

@@ -5,6 +5,7 @@ cache, and turning chat messages that contain marked documents into GMSA convers
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -85,7 +86,10 @@ class GMSARuntime:
         """Soft tokens of each (text, rate): cached ones reused, the rest compressed in one encoder pass for
         every rate (`gmsa.compress.compressor.soft_tokens_at_rates`); the cache holds each (text, rate) once."""
         model, fingerprint = shared_model(self.checkpoint, self.device, self.dtype)
-        found = [self.cache.get(fingerprint, rate, text) for text, rate in requests]
+        distinct = list(dict.fromkeys(text for text, _ in requests))
+        tokens = dict(zip(distinct, map(len, model.tokenize_contexts(distinct))))
+        found = [self.cache.get(fingerprint, rate, text, (math.ceil(tokens[text] / rate), model.hidden_size))
+                 for text, rate in requests]  # a stored entry of another shape is recomputed
         missing: dict[str, set[int]] = {}
         for (text, rate), soft in zip(requests, found):
             if soft is None:

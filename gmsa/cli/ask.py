@@ -9,10 +9,10 @@ import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from gmsa.cli.arguments import budget_argument, positive_int
 from gmsa.config import BASE_DTYPES
 from gmsa.data import iter_jsonl, parse_qa, read_documents
 from gmsa.errors import GMSAError
-from gmsa.plan import parse_budget
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,36 +20,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--documents", nargs="+", required=True, type=Path, metavar="FILE",
                         help="text/markdown files or folders (one document each), or JSONL in the QA or "
                              "reference {input, prompt, answer} schema")
-    parser.add_argument("--record", type=int, metavar="N",
+    parser.add_argument("--record", type=positive_int, metavar="N",
                         help="use only record N (1-based line number) of a JSONL file, and its question")
     parser.add_argument("--budget", type=budget_argument, metavar="B",
                         help="decoder positions the documents may take: a fraction of their tokens in (0, 1], a "
                              "number of positions, or 'auto' (the default): the most relevant whole, the rest as "
                              "soft tokens at rates that follow relevance")
-    parser.add_argument("--rate", type=int, help="compress every document at this one rate instead of a budget")
+    parser.add_argument("--rate", type=positive_int,
+                        help="compress every document at this one rate instead of a budget")
     parser.add_argument("--checkpoint", help="a GMSA checkpoint folder (default: the bundled default model)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=BASE_DTYPES, help="the base model's weights (default: bfloat16 on CUDA, "
                                                              "float32 on the CPU)")
-    parser.add_argument("--max-new-tokens", type=int, help="longest answer, in tokens")
-    parser.add_argument("--top-n", type=_positive, metavar="N",
+    parser.add_argument("--max-new-tokens", type=positive_int, help="longest answer, in tokens")
+    parser.add_argument("--top-n", type=positive_int, metavar="N",
                         help="read only the N documents closest to the question (MiniLM), the most relevant last")
     parser.add_argument("--extractive", action="store_true",
                         help="the answer quotes the documents (constrained decoding, for factoid questions)")
-
-
-def budget_argument(text: str) -> float | int | str:
-    """A --budget value (`gmsa.plan.parse_budget`), as argparse wants its errors."""
-    try:
-        return parse_budget(text)
-    except GMSAError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
-    return int(text)
 
 
 def _documents_and_question(args: argparse.Namespace) -> tuple[list[str], str | None, list[str]]:

@@ -17,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+from gmsa.cli.arguments import non_negative_int, positive_int
 from gmsa.config import BASE_DTYPES
 from gmsa.errors import GMSAError
 
@@ -27,7 +28,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=BASE_DTYPES, help="the base model's weights (default: bfloat16 on CUDA, "
                                                              "float32 on the CPU)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--out", type=Path, required=True, help="folder for result.json and table.md")
 
 
@@ -87,17 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     tasks = parser.add_subparsers(dest="task", required=True)
     recon = tasks.add_parser("reconstruction", help="BLEU-4, ROUGE-L, prefix EM, MiniLM similarity per rate")
     recon.add_argument("--texts", type=Path, required=True, help="held-out texts (JSONL with 'text', or text files)")
-    recon.add_argument("--last", type=int, help="use the last N texts (the recipe's held-out tail)")
-    recon.add_argument("--limit", type=int, default=100)
-    recon.add_argument("--max-text-tokens", type=int, default=128, help="cut texts as training did (0: no cut)")
-    recon.add_argument("--rates", type=int, nargs="+", help="default: the checkpoint's rates")
+    recon.add_argument("--last", type=positive_int, help="use the last N texts (the recipe's held-out tail)")
+    recon.add_argument("--limit", type=positive_int, default=100)
+    recon.add_argument("--max-text-tokens", type=non_negative_int, default=128,
+                       help="cut texts as training did (0: no cut)")
+    recon.add_argument("--rates", type=positive_int, nargs="+", help="default: the checkpoint's rates")
     recon.add_argument("--no-similarity", action="store_true", help="skip the MiniLM similarity")
     _common(recon)
     qa = tasks.add_parser("qa", help="EM, F1, accuracy for GMSA at each rate and the baselines")
     qa.add_argument("--data", type=Path, required=True, help="QA or reference-schema JSONL")
-    qa.add_argument("--limit", type=int, default=100, help="first N questions")
-    qa.add_argument("--documents", type=int, default=20, help="documents per question (gold ones kept)")
-    qa.add_argument("--rerank", type=int, metavar="N",
+    qa.add_argument("--limit", type=positive_int, default=100, help="first N questions")
+    qa.add_argument("--documents", type=positive_int, default=20, help="documents per question (gold ones kept)")
+    qa.add_argument("--rerank", type=positive_int, metavar="N",
                     help="every system reads only the N documents closest to the question (MiniLM)")
     qa.add_argument("--rerank-order", choices=("last", "first"), default="last",
                     help="with --rerank: the most relevant document last (next to the question) or first")
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                          "fraction F of the documents' tokens: budget@F (the planner: the most relevant whole, the "
                          "rest as soft tokens), rerank-text@F (text only, the most relevant whole, the last cut); "
                          "all but closed-book may end in +extractive (answers quote the documents)")
-    qa.add_argument("--max-new-tokens", type=int, default=32)
+    qa.add_argument("--max-new-tokens", type=positive_int, default=32)
     _common(qa)
     table = tasks.add_parser("table", help="merge result.json files into one Markdown table")
     table.add_argument("results", nargs="+", type=Path)
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                          help="QA result.json files, the first the reference; name the system where a file has several")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from gmsa.evaluation.report import markdown_table, markdown_tables, read_result, write_result
+    from gmsa.evaluation.report import markdown_table, markdown_tables, prepare_out_dir, read_result, write_result
 
     try:
         if args.task == "table":
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise GMSAError("compare needs two runs or more: the reference first")
             print(run_compare(args.results))
             return 0
+        prepare_out_dir(args.out)  # before the work: its results must have somewhere to go
         result = run_reconstruction(args) if args.task == "reconstruction" else run_qa(args)
     except GMSAError as error:
         print(f"gmsa-eval: error: {error}", file=sys.stderr)

@@ -3,6 +3,7 @@
     gmsa-train ae   --config recipes/default-ae.yaml out_dir=runs/ae
     gmsa-train keft --config recipes/default-keft.yaml --from runs/ae/final out_dir=runs/keft
     gmsa-train ae   --config recipes/default-ae.yaml out_dir=runs/ae --resume     # continue a killed run
+    gmsa-train ae   --config recipes/default-ae.yaml out_dir=runs/ae --overwrite  # replace the run there
 Several processes share each batch (batch_size is the whole batch):
     torchrun --nproc_per_node N -m gmsa.cli.train ae --config ...            (add device=cpu on CPUs)
     accelerate launch --multi_gpu --num_processes N -m gmsa.cli.train ae --config ...
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML recipe (see recipes/)")
     parser.add_argument("--from", dest="init_from", help="checkpoint to start from (KEFT: the AE checkpoint)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in out_dir")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run already in out_dir")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="recipe overrides, e.g. steps=500 model.rates=[4,8]")
     args, extra = parser.parse_known_args(argv)
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_recipe(args.config, args.overrides, stage=args.stage, init_from=args.init_from)
-        run = setup(config, resume=args.resume)
+        run = setup(config, resume=args.resume, overwrite=args.overwrite)
         final = fit(run)
     except GMSAError as error:
         print(f"gmsa-train: error: {error}", file=sys.stderr)

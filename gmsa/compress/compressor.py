@@ -19,6 +19,7 @@ from gmsa.compress.encode import encode
 from gmsa.compress.merge import group_merge
 from gmsa.compress.segment import length_batches, right_pad, split_segments
 from gmsa.config import GMSAConfig
+from gmsa.errors import ConfigError, GMSAError
 
 
 class Parts(Protocol):
@@ -44,10 +45,10 @@ class Parts(Protocol):
 def tokenize_contexts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of each text as the encoder reads them (no special tokens); a blank text has none."""
     if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, not one string")
+        raise ConfigError("texts must be a list of strings, not one string (wrap it in a list)")
     for index, text in enumerate(texts):
         if not isinstance(text, str):
-            raise TypeError(f"texts[{index}] is {type(text).__name__}, not str")
+            raise ConfigError(f"texts[{index}] is {type(text).__name__}, not str")
     if not texts:
         return []
     encoded = tokenizer(list(texts), add_special_tokens=False).input_ids
@@ -104,6 +105,11 @@ def soft_tokens_at_rates(
             soft, soft_mask = align(model, picked, mask if len(rows) == len(chunk) else mask[rows], rate)
             for out_row, row in enumerate(rows):
                 outputs[chunk[row]][rate] = soft[out_row, : int(soft_mask[out_row].sum())]  # (m_i, H)
+    broken = [segments[i][0] for i, out in enumerate(outputs)
+              if not all(bool(soft.isfinite().all()) for soft in out.values())]
+    if broken:
+        raise GMSAError(f"the compressor produced NaN or Inf soft tokens for text {broken[0]} (of {len(token_ids)}): "
+                        "its weights are damaged, or float16 overflowed (load the base in bfloat16 or float32)")
     empty = torch.zeros(0, model.hidden_size, device=model.device, dtype=model.base.dtype)  # (0, H)
     parts: list[list[dict[int, torch.Tensor]]] = [[] for _ in token_ids]
     for (owner, _), out in zip(segments, outputs):

@@ -112,6 +112,16 @@ def decoder_inputs(
     return left_pad(sequences)
 
 
+def check_positions(max_positions: int | None, mask: torch.Tensor, new_tokens: int) -> None:
+    """A prompt (B, T) mask plus the answer must fit the decoder's positions: past them a model reads
+    positions it was never trained on. GMSA's policy is an error, never a silent cut."""
+    longest = int(mask.sum(dim=-1).max())
+    if max_positions and longest + new_tokens > max_positions:
+        raise GMSAError(f"the prompt takes {longest} decoder positions and the answer up to {new_tokens} more, past "
+                        f"the {max_positions} this decoder reads: send fewer or shorter documents, a higher rate, or a "
+                        "budget (answer(..., budget=...), which caps the positions the documents take)")
+
+
 def left_pad(sequences: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Left-pad whole sequences into a batch.
 

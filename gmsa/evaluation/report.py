@@ -6,9 +6,18 @@ import json
 import os
 from pathlib import Path
 
-from gmsa.errors import DataError
+from gmsa.errors import DataError, GMSAError
 
 TASKS = ("qa", "reconstruction")
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Check, before an evaluation runs, that its results can be written to `out_dir` (a folder, made later)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GMSAError(f"--out {out_dir} is a file: results go to a folder (result.json and table.md)")
+    existing = next(p for p in (out_dir.absolute(), *out_dir.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise GMSAError(f"--out {out_dir} cannot be written ({existing} is not a writable folder)")
 
 
 def write_result(result: dict, out_dir: Path) -> tuple[Path, Path]:
@@ -27,11 +36,13 @@ def read_result(path: Path) -> dict:
     """A result.json written by gmsa-eval; anything else is a DataError naming the file."""
     hint = "pass the result.json of a gmsa-eval run"
     try:
-        result = json.loads(Path(path).read_text())
+        result = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as error:
         raise DataError(str(path), None, f"cannot read it ({error.strerror}); {hint}") from error
     except json.JSONDecodeError as error:
         raise DataError(str(path), error.lineno, f"invalid JSON ({error.msg}); {hint}") from error
+    except UnicodeDecodeError:
+        raise DataError(str(path), None, f"not UTF-8 text; {hint}") from None
     if not isinstance(result, dict) or result.get("task") not in TASKS:
         raise DataError(str(path), None, f"not a gmsa-eval result (its 'task' is not one of {TASKS}); {hint}")
     return result

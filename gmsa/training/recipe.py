@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from gmsa.config import GMSAConfig
+from gmsa.config import GMSAConfig, check_field_types
 from gmsa.errors import ConfigError
 
 STAGES = ("ae", "keft")
@@ -107,6 +107,7 @@ class TrainConfig:
             self.model = GMSAConfig.from_dict(self.model)
         if isinstance(self.train_data, str):
             self.train_data = [self.train_data]
+        check_field_types(self)
         if self.stage not in STAGES:
             raise ConfigError(f"stage={self.stage!r} is invalid: one of {STAGES}")
         if self.compression not in ("gmsa", "none"):
@@ -125,6 +126,12 @@ class TrainConfig:
                 raise ConfigError(f"{name}={value!r} is invalid: a learning rate > 0")
         if self.holdout is not None and (not isinstance(self.holdout, int) or self.holdout < self.eval_samples):
             raise ConfigError(f"holdout={self.holdout!r} is invalid: an integer >= eval_samples ({self.eval_samples})")
+        if not self.grad_clip > 0:
+            raise ConfigError(f"grad_clip={self.grad_clip!r} is invalid: a gradient norm > 0")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay={self.weight_decay!r} is invalid: a number >= 0")
+        if self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r} is invalid: an integer >= 0")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio!r} is invalid: a number in [0, 1)")
         if self.precision not in PRECISIONS:
@@ -178,10 +185,16 @@ class TrainConfig:
 
 def _parse_value(text: str) -> Any:
     """`key=value` values are YAML scalars or lists: 1e-4, true, [4, 8], "text"."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
+    return yaml.safe_load(text)
+
+
+def _typed(value: Any, annotation: str | None) -> Any:
+    """YAML 1.1 reads `1e-3` (no dot) as a string: a number-like string becomes a float where one is due."""
+    if isinstance(value, list) and annotation == "list[float]":
+        return [_typed(item, "float") for item in value]
+    if isinstance(value, str) and annotation and annotation.startswith("float"):
         try:
-            return float(value)  # YAML 1.1 reads "1e-3" as a string
+            return float(value)
         except ValueError:
             return value
     return value
@@ -191,21 +204,23 @@ def _set(tree: dict[str, Any], dotted: str, value: Any, known: dict[str, Any]) -
     keys = dotted.split(".")
     node, spec = tree, known
     for depth, key in enumerate(keys):
-        if key not in spec:
+        if not isinstance(spec, dict) or key not in spec:
             where = ".".join(keys[:depth]) or "the recipe"
-            raise ConfigError(f"unknown key {dotted!r}: {where} has no field {key!r} (known: {sorted(spec)})")
+            fields = sorted(spec) if isinstance(spec, dict) else []
+            raise ConfigError(f"unknown key {dotted!r}: {where} has no field {key!r} (known: {fields})")
         if depth == len(keys) - 1:
-            node[key] = value
+            node[key] = _typed(value, spec[key] if isinstance(spec[key], str) else None)
         else:
             node = node.setdefault(key, {})
             spec = spec[key]
 
 
 def _known_fields(kind: type) -> dict[str, Any]:
+    """Field name -> its annotation (a string), or the nested dataclass's known fields."""
     result: dict[str, Any] = {}
     for f in dataclasses.fields(kind):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        result[f.name] = _known_fields(type(default)) if dataclasses.is_dataclass(default) else None
+        result[f.name] = _known_fields(type(default)) if dataclasses.is_dataclass(default) else str(f.type)
     return result
 
 
@@ -215,9 +230,12 @@ def load_recipe(path: str | Path | None, overrides: list[str] = (), **fixed: Any
     known = _known_fields(TrainConfig)
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+                              f"{error.start})") from None
         except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"cannot read recipe {path}: {error}") from error
+            raise ConfigError(f"cannot read recipe {path}: {error}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"recipe {path} must be a mapping of fields")
 

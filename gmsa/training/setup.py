@@ -14,11 +14,12 @@ from transformers import get_cosine_schedule_with_warmup
 
 from gmsa.backbone.loading import resolve_device
 from gmsa.checkpoint import load_trained, read_checkpoint
-from gmsa.errors import ConfigError
+from gmsa.errors import ConfigError, DataError
 from gmsa.model import GMSA
 from gmsa.similarity import embedder_device
 from gmsa.training.calibration import calibrate_alignment
 from gmsa.training.recipe import TrainConfig
+from gmsa.training.run_dir import prepare_run_dir, record_recipe
 from gmsa.training.samples import Sample, ae_samples, qa_samples
 from gmsa.training.state import latest_checkpoint, load_training_state
 
@@ -114,12 +115,16 @@ def check_batch_split(config: TrainConfig, processes: int) -> None:
                           f"use a multiple of {processes}")
 
 
-def setup(config: TrainConfig, resume: bool = False) -> Run:
-    """Build the model, data, optimizer and schedule; restore them from the last checkpoint on resume."""
+def setup(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> Run:
+    """Build the model, data, optimizer and schedule; restore them from the last checkpoint on resume.
+    `out_dir` must not hold a run unless `resume` (same recipe) or `overwrite` (`gmsa.training.run_dir`)."""
     if config.device is not None:
         resolve_device(config.device)  # a device this machine lacks is an error, not a silent CPU run
     accelerator = Accelerator(cpu=config.device == "cpu")
     check_batch_split(config, accelerator.num_processes)
+    if not config.train_data:
+        raise ConfigError("train_data is empty: name at least one file or folder to train on")
+    prepare_run_dir(config, resume, overwrite, accelerator.is_main_process)
     torch.manual_seed(config.seed)  # same adapter initialisation on every process
     random.seed(config.seed)
     model = build_model(config, accelerator.device)
@@ -129,7 +134,7 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
     trainable = _trainable(model, config)
     train, held_out = _split(_samples(config.train_data, config, model), config, model)
     if not train:
-        raise ValueError(f"no training samples in {config.train_data}")
+        raise DataError(", ".join(config.train_data), None, "no training samples (every record was empty or held out)")
     if config.stage == "ae" and config.init_from is None:
         # Data-dependent start for the LSA's affine maps; a resumed run then loads its trained values.
         calibrate_alignment(model, [s.contexts[0] for s in train[: config.calibration_samples]])
@@ -150,4 +155,6 @@ def setup(config: TrainConfig, resume: bool = False) -> Run:
             load_trained(model.trained_parameters(), tensors, source=str(folder))
             run.step, run.history = load_training_state(folder, optimizer, scheduler)
             logger.info("resumed from %s at step %d", folder, run.step)
+    if accelerator.is_main_process:
+        record_recipe(config)
     return run

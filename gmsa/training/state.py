@@ -12,19 +12,22 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from gmsa.checkpoint import replace_folder
+from gmsa.checkpoint import read_tensors, replace_folder
 from gmsa.errors import CheckpointError
+from gmsa.integrity import DIGEST_KEY, tensor_digest
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 LATEST = "latest"
+STEP_FOLDER = re.compile(r"step-\d{6,}")
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -48,7 +51,7 @@ def save_training_state(
     if torch.cuda.is_available():
         for index, rng in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{index}"] = rng
-    save_file(tensors, folder / STATE_TENSORS)
+    save_file(tensors, folder / STATE_TENSORS, metadata={DIGEST_KEY: tensor_digest(tensors)})
     python_rng = random.getstate()
     meta = {
         "step": step,
@@ -62,16 +65,21 @@ def save_training_state(
 
 def load_training_state(folder: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[int, list[dict]]:
     """Restore optimizer, scheduler and RNG; returns (step, history)."""
-    meta = json.loads((folder / STATE_JSON).read_text())
-    tensors = load_file(folder / STATE_TENSORS)
+    try:
+        meta = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
+        step, history, optimizer_meta = int(meta["step"]), list(meta["history"]), meta["optimizer"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{folder / STATE_JSON} is damaged ({type(error).__name__}: {error}): resume "
+                              "from an earlier step folder by pointing `latest` at it") from None
+    tensors, _ = read_tensors(folder / STATE_TENSORS)
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         if name.startswith("optimizer."):
             _, index, key = name.split(".", 2)
             state.setdefault(int(index), {})[key] = value
-    for index, values in meta["optimizer"]["scalars"].items():
+    for index, values in optimizer_meta["scalars"].items():
         state.setdefault(int(index), {}).update(values)
-    saved_groups = [len(g["params"]) for g in meta["optimizer"]["param_groups"]]
+    saved_groups = [len(g["params"]) for g in optimizer_meta["param_groups"]]
     run_groups = [len(g["params"]) for g in optimizer.param_groups]
     if saved_groups != run_groups:
         # e.g. a run folder written before the decoder / encoder / LSA learning rates were split apart
@@ -79,7 +87,7 @@ def load_training_state(folder: Path, optimizer: torch.optim.Optimizer, schedule
                               f"{saved_groups} tensors, this recipe trains {run_groups}. Resume it with the "
                               "recipe and gmsa version that wrote it, or start from its weights in a new "
                               "out_dir with --from")
-    optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer_meta["param_groups"]})
     scheduler.load_state_dict(meta["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])
     cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
@@ -87,7 +95,7 @@ def load_training_state(folder: Path, optimizer: torch.optim.Optimizer, schedule
         torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
     version, internal, gauss = meta["python_rng"]
     random.setstate((version, tuple(internal), gauss))
-    return int(meta["step"]), list(meta["history"])
+    return step, history
 
 
 def commit_checkpoint(out_dir: Path, staging: Path, step: int, keep: int = 2) -> Path:
@@ -104,10 +112,17 @@ def commit_checkpoint(out_dir: Path, staging: Path, step: int, keep: int = 2) ->
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The folder `latest` names: always a `step-NNNNNN` folder inside `out_dir`, never a path elsewhere."""
     pointer = out_dir / LATEST
     if not pointer.is_file():
         return None
-    folder = out_dir / pointer.read_text().strip()
+    name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+    if not STEP_FOLDER.fullmatch(name):
+        raise CheckpointError(f"{pointer} names {name[:80]!r}, not a step-NNNNNN folder of this run: point it at "
+                              "one of the step folders in " + str(out_dir))
+    folder = out_dir / name
+    if folder.is_symlink() or folder.resolve().parent != out_dir.resolve():
+        raise CheckpointError(f"{folder} leads outside {out_dir}: a run resumes only from its own step folders")
     if not (folder / STATE_JSON).is_file():
         raise CheckpointError(f"{pointer} names {folder.name}, which is incomplete or missing")
     return folder
