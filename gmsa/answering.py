@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import torch
@@ -45,6 +45,14 @@ def _check_question(question: object) -> None:
         raise ConfigError(f"question={question!r:.80} is invalid: a non-empty string")
 
 
+def _documents(documents: object) -> list[str]:
+    """The documents as a list (of texts: `tokenize_contexts` checks each); one string or a mapping is refused."""
+    if isinstance(documents, (str, bytes, dict)) or not isinstance(documents, Iterable):
+        raise ConfigError(f"documents must be a list of texts, not {type(documents).__name__} (wrap one text in a "
+                          "list)")
+    return list(documents)
+
+
 def relevance_scores(model: Answering, question: str, documents: list[str], relevance: Relevance) -> list[float]:
     """One finite score per document (see `Relevance`)."""
     if relevance is None:
@@ -56,19 +64,25 @@ def relevance_scores(model: Answering, question: str, documents: list[str], rele
         return [float(len(documents) - i) for i in range(len(documents))]
     if isinstance(relevance, str):
         raise ConfigError(f"relevance={relevance!r} is invalid: None (MiniLM), 'order', scores or a callable")
-    scores = list(relevance(question, documents) if callable(relevance) else relevance)
-    if len(scores) != len(documents) or not all(isinstance(s, (int, float)) and math.isfinite(s) for s in scores):
-        raise ConfigError(f"relevance gave {scores!r:.120} for {len(documents)} documents: one finite number each")
+    given = relevance(question, documents) if callable(relevance) else relevance
+    scores = list(given) if isinstance(given, Iterable) and not isinstance(given, (str, bytes)) else None
+    if scores is None or len(scores) != len(documents) or not all(map(_finite, scores)):
+        raise ConfigError(f"relevance gave {given!r:.120} for {len(documents)} documents: one finite number each")
     return [float(s) for s in scores]
+
+
+def _finite(score: object) -> bool:
+    try:
+        return isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def plan_for(model: Answering, question: str, documents: Sequence[str], budget: Budget = DEFAULT_BUDGET,
              relevance: Relevance = None) -> Plan:
     """Each document whole, as soft tokens at one of the model's rates, or dropped, within `budget` (`gmsa.plan`)."""
     _check_question(question)
-    if isinstance(documents, str):
-        raise ConfigError("documents must be a list of texts, not one string (wrap it in a list)")
-    documents = list(documents)
+    documents = _documents(documents)
     tokens = [len(ids) for ids in model.tokenize_contexts(documents)]
     return plan(tokens, relevance_scores(model, question, documents, relevance), budget, model.config.rates)
 
@@ -99,11 +113,9 @@ def answer(model: Answering, question: str, documents: Sequence[str], rate: int 
     or within a `budget` (`gmsa.plan`; the default when neither is given). `extractive`: the answer quotes
     the documents (`gmsa.decode.extractive`)."""
     _check_question(question)
-    if isinstance(documents, str):
-        raise ConfigError("documents must be a list of texts, not one string (wrap it in a list)")
+    documents = _documents(documents)
     if rate is not None and budget is not None:
         raise ConfigError(f"pass a rate ({rate}) or a budget ({budget!r}), not both")
-    documents = list(documents)
     start = time.perf_counter()
     chosen = None
     if rate is not None:

@@ -36,6 +36,10 @@ WEIGHTS_FILE = "gmsa_weights.safetensors"
 FORMAT_VERSION = 1
 SERVING_FIELDS = ("generation", "base_model")
 """Config fields a user may edit in gmsa_config.json after training: they do not change what the weights mean."""
+OVERRIDABLE = (*SERVING_FIELDS, "prompt", "rates", "keft_mode", "keft_lora_rank", "keft_lora_alpha", "keft_targets")
+"""Config fields `GMSA.from_pretrained(overrides=)` may change: how the model is served, and what a training stage
+continuing the checkpoint changes (its rates, its prompt, a decoder adapter it adds). The others define what the
+trained weights compute, so changing them would serve weights for something they were never trained on."""
 STALE_SECONDS = 600
 """A staging folder left beside a checkpoint this long ago belongs to a killed write, and is removed."""
 
@@ -175,8 +179,23 @@ def _check_config_unchanged(folder: Path, config: dict[str, Any], metadata: dict
                               f"only {', '.join(SERVING_FIELDS)} may change; restore the other fields")
 
 
+def check_overrides(overrides: Any) -> dict[str, Any]:
+    """`overrides` as a dict of fields in `OVERRIDABLE`."""
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, dict):
+        raise CheckpointError(f"overrides={overrides!r:.80} is invalid: a dict of config fields")
+    refused = sorted(set(overrides) - set(OVERRIDABLE))
+    if refused:
+        raise CheckpointError(f"overrides {refused} cannot change a trained checkpoint (they change what its weights "
+                              f"compute); only {list(OVERRIDABLE)} can")
+    return overrides
+
+
 def read_checkpoint(path: str | Path) -> tuple[GMSAConfig, dict[str, str], dict[str, torch.Tensor]]:
     """Config, base identity and tensors of a checkpoint folder."""
+    if not isinstance(path, (str, Path)):
+        raise CheckpointError(f"path={path!r:.80} is invalid: a checkpoint folder (str or Path)")
     folder = Path(path)
     if not (folder / CONFIG_FILE).is_file():
         raise CheckpointError(f"{folder} is not a GMSA checkpoint: {CONFIG_FILE} is missing")

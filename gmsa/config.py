@@ -205,6 +205,9 @@ class GMSAConfig:
             self.prompt = PromptFormat(**self.prompt)
         if isinstance(self.generation, dict):
             self.generation = GenerationSettings(**self.generation)
+        for name, kind in (("prompt", PromptFormat), ("generation", GenerationSettings)):
+            if not isinstance(getattr(self, name), kind):
+                _fail(name, getattr(self, name), f"a {kind.__name__} or a mapping of its fields")
         check_field_types(self)
         self.rates = tuple(self.rates)
         self.lora_targets = tuple(self.lora_targets)
@@ -241,7 +244,7 @@ class GMSAConfig:
 
     def check_rate(self, rate: int) -> int:
         """Validate a rate asked for at call time against the configured ones."""
-        if rate not in self.rates:
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate not in self.rates:
             raise ConfigError(f"rate={rate!r} is not supported by this model: it was configured for rates {self.rates}")
         return rate
 
@@ -258,6 +261,8 @@ class GMSAConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GMSAConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a GMSAConfig is a mapping of its fields, not {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

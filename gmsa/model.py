@@ -18,18 +18,18 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from gmsa import answering
+from gmsa import answering, checkpoint
 from gmsa.answer import Answer
 from gmsa.answering import DEFAULT_BUDGET, Relevance
-from gmsa.backbone.adapters import add_decoder_adapter, add_encoder_adapter, reset_adapters
+from gmsa.backbone.adapters import add_decoder_adapter, add_encoder_adapter
 from gmsa.backbone.loading import load_base, resolve_device, resolve_dtype
-from gmsa.checkpoint import check_base, load_trained, read_checkpoint, trained_parameters, write_checkpoint
 from gmsa.compress import compressor
 from gmsa.compress.align import LayerSemanticAlignment
 from gmsa.config import EMBEDDED_BASE, GenerationSettings, GMSAConfig
 from gmsa.decode.extractive import quote_processors
 from gmsa.decode.generate import decode_texts, generate_ids, stream_text
 from gmsa.decode.prompt import ChatMessage, Context, check_positions, decoder_inputs, question_conversations
+from gmsa.errors import ConfigError
 from gmsa.plan import Budget, Plan
 
 logger = logging.getLogger(__name__)
@@ -63,8 +63,7 @@ class GMSA(nn.Module):
         self.lsa = LayerSemanticAlignment(base, config.lsa_layers, config.lsa_output_norm, config.lsa_gate)
         add_encoder_adapter(base, config)
         if config.keft_mode != "none":
-            add_decoder_adapter(base, config)
-        reset_adapters(base)  # the plain base outside `use_adapter` blocks
+            add_decoder_adapter(base, config)  # each leaves the plain base active outside `use_adapter` blocks
         self.requires_grad_(False)  # training unfreezes what its stage trains
         self.eval()  # adapters arrive in train mode (dropout on); training calls train() itself
         self.lock = threading.RLock()
@@ -81,6 +80,8 @@ class GMSA(nn.Module):
         trust_remote_code: bool = False,
     ) -> GMSA:
         """A new, untrained GMSA over a causal LM (hub id, local folder, or the embedded default)."""
+        if config is not None and not isinstance(config, GMSAConfig):
+            raise ConfigError(f"config must be a GMSAConfig, not {type(config).__name__} (GMSAConfig.from_dict)")
         config = config or GMSAConfig(base_model=model_name_or_path)
         if config.base_model != model_name_or_path:
             config = dataclasses.replace(config, base_model=model_name_or_path)
@@ -114,28 +115,28 @@ class GMSA(nn.Module):
                 logger.warning("no trained default checkpoint is bundled; returning an untrained GMSA")
                 return cls.from_base(EMBEDDED_BASE, device=device, dtype=dtype)
             path = BUNDLED_DEFAULT
-        config, identity, tensors = read_checkpoint(path)
+        overrides, (config, identity, tensors) = checkpoint.check_overrides(overrides), checkpoint.read_checkpoint(path)
         device = resolve_device(device)
         base_name = base_model or config.base_model
         base, tokenizer, fingerprint = load_base(
             base_name, device=device, dtype=resolve_dtype(device, dtype), trust_remote_code=trust_remote_code
         )
-        check_base(path, identity, base_name, fingerprint)
-        new_decoder = (overrides or {}).get("keft_mode", config.keft_mode) != "none" and config.keft_mode == "none"
-        model = cls(base, tokenizer, dataclasses.replace(config, base_model=base_name, **(overrides or {})),
+        checkpoint.check_base(path, identity, base_name, fingerprint)
+        new_decoder = overrides.get("keft_mode", config.keft_mode) != "none" and config.keft_mode == "none"
+        model = cls(base, tokenizer, dataclasses.replace(config, base_model=base_name, **overrides),
                     fingerprint)
-        load_trained(model.trained_parameters(), tensors, source=str(path),
+        checkpoint.load_trained(model.trained_parameters(), tensors, source=str(path),
                      untrained=("decoder.",) if new_decoder else ())
         return model
 
     def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Write the trained weights (safetensors) and the config; the base model is not copied."""
         identity = {"name": self.config.base_model, "fingerprint": self.base_fingerprint}
-        return write_checkpoint(path, self.config, identity, dict(self.trained_parameters()), dtype=dtype)
+        return checkpoint.write_checkpoint(path, self.config, identity, dict(self.trained_parameters()), dtype=dtype)
 
     def trained_parameters(self) -> dict[str, nn.Parameter]:
         """Checkpoint name -> parameter, for every weight GMSA trains."""
-        return trained_parameters(self.base, self.lsa)
+        return checkpoint.trained_parameters(self.base, self.lsa)
 
     def compressor_fingerprint(self) -> str:
         """A hash of everything that decides soft tokens (`gmsa.compress.compressor.compressor_fingerprint`)."""
@@ -149,11 +150,6 @@ class GMSA(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.base.get_input_embeddings().weight.device
-
-    @property
-    def max_positions(self) -> int | None:
-        """The most positions the decoder reads (prompt + answer); None where the base does not say."""
-        return getattr(self.base.config, "max_position_embeddings", None)
 
     @property
     def hidden_size(self) -> int:
@@ -211,12 +207,14 @@ class GMSA(nn.Module):
         stop). `quote_from[i]`, when given, holds texts that answer i must quote (`gmsa.decode.extractive`).
         A batch gives the same outputs as one-by-one calls.
         """
+        if not conversations:
+            return []
         resolved, processors = self._settings(settings, overrides), quote_processors(self.tokenizer, quote_from)
         if quote_from is not None and len(quote_from) != len(conversations):
             raise ValueError(f"quote_from has {len(quote_from)} entries for {len(conversations)} conversations")
         with self.lock:
             embeds, mask, _ = self.decoder_inputs(conversations)
-            check_positions(self.max_positions, mask, resolved.max_new_tokens)
+            check_positions(self.base.config, mask, resolved.max_new_tokens)
             ids = generate_ids(self.base, self.tokenizer, embeds, mask, resolved, logits_processor=processors)
         return decode_texts(self.tokenizer, ids, resolved, quote_from)
 
@@ -233,7 +231,7 @@ class GMSA(nn.Module):
         processors = quote_processors(self.tokenizer, None if quote_from is None else [quote_from])
         with self.lock, torch.no_grad():
             embeds, mask, _ = self.decoder_inputs([conversation])
-        check_positions(self.max_positions, mask, resolved.max_new_tokens)
+        check_positions(self.base.config, mask, resolved.max_new_tokens)
         yield from stream_text(self.base, self.tokenizer, embeds, mask, resolved, self.lock, processors, quote_from)
 
     def generate(

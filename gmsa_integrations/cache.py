@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -23,13 +24,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from gmsa.errors import GMSAError
+from gmsa.errors import ConfigError, GMSAError
 from gmsa.integrity import DIGEST_KEY, digest_problem, tensor_digest
 
 logger = logging.getLogger(__name__)
 
 STALE_SECONDS = 600
 """A temporary file this old belongs to a killed write (live writes take milliseconds), and is removed."""
+ENTRY = re.compile(r"[0-9a-f]{64}\.safetensors")
+TEMPORARY = re.compile(r"\.[0-9a-f]{16}-.+\.tmp")
+"""The only names the cache writes (an entry, a temporary file): nothing else in its folder is ever removed."""
 
 
 def cache_key(fingerprint: str, rate: int, text: str) -> str:
@@ -44,8 +48,8 @@ class SoftTokenCache:
     """
 
     def __init__(self, max_bytes: int = 256 * 2**20, directory: str | Path | None = None) -> None:
-        if max_bytes < 0:
-            raise ValueError(f"max_bytes={max_bytes!r} is invalid: >= 0")
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 0:
+            raise ConfigError(f"max_bytes={max_bytes!r} is invalid: an integer >= 0")
         self.max_bytes = max_bytes
         self.directory = Path(directory) if directory is not None else None
         self._entries: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -66,12 +70,16 @@ class SoftTokenCache:
             raise GMSAError(f"soft-token cache folder {self.directory} cannot be written ({error.strerror}): "
                             "give a writable folder, or none (memory only)") from None
         now = time.time()
-        for leftover in self.directory.glob(".*.tmp"):
+        for leftover in self._own(TEMPORARY):
             try:
                 if now - leftover.stat().st_mtime > STALE_SECONDS:
                     leftover.unlink()
             except OSError:
                 pass
+
+    def _own(self, pattern: re.Pattern) -> list[Path]:
+        """The files in the cache folder the cache wrote, by their names (a shared folder keeps the rest)."""
+        return [path for path in self.directory.iterdir() if pattern.fullmatch(path.name) and not path.is_dir()]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -106,9 +114,8 @@ class SoftTokenCache:
             self._entries.clear()
             self._bytes = 0
         if disk and self.directory is not None:
-            for pattern in ("*.safetensors", ".*.tmp"):
-                for file in self.directory.glob(pattern):
-                    file.unlink(missing_ok=True)
+            for file in self._own(ENTRY) + self._own(TEMPORARY):
+                file.unlink(missing_ok=True)
 
     def _remember(self, key: str, soft: torch.Tensor) -> None:
         size = soft.numel() * soft.element_size()

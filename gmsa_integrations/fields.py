@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt, StrictStr, model_validator
 
 from gmsa.plan import budget_positions
 from gmsa_integrations.cache import SoftTokenCache
@@ -43,17 +43,17 @@ class CompressorFields(RuntimeFields):
     retrieved texts within a budget (the most relevant whole, the rest as soft tokens at rates that follow
     relevance, `gmsa.plan`), or compress every text at one fixed `rate`."""
 
-    budget: float | int | str | None = None
+    budget: StrictFloat | StrictInt | StrictStr | None = None
     """Decoder positions the texts may take: a fraction of their tokens in (0, 1], a number of positions, or
     "auto" (the default when no rate is given: short texts whole, else a quarter)."""
-    rate: int | None = None
+    rate: StrictInt | None = None
     """One fixed compression rate for every text instead of a budget."""
     relevance: Literal["minilm", "retriever", "order"] = "minilm"
     """Where relevance comes from: the bundled all-MiniLM-L6-v2, the retriever's scores (LangChain:
     metadata["relevance_score"]; LlamaIndex: NodeWithScore.score), or the given order (first: most relevant)."""
-    top_n: int | None = Field(default=None, ge=1)
+    top_n: StrictInt | None = Field(default=None, ge=1)
     """Keep only the `top_n` texts closest to the query (all-MiniLM-L6-v2)."""
-    score_threshold: float | None = None
+    score_threshold: float | None = Field(default=None, allow_inf_nan=False)
     """Keep only texts at least this similar to the query (cosine, all-MiniLM-L6-v2)."""
     reorder: bool | Literal["first", "last"] = False
     """With a fixed rate: True or "first" puts the most relevant text first, "last" last, next to the question
@@ -71,7 +71,7 @@ class CompressorFields(RuntimeFields):
 class GenerationFields(RuntimeFields):
     """How the decoder generates; None: the checkpoint's setting (greedy, repetition penalty 1.3)."""
 
-    temperature: float | None = Field(default=None, ge=0.0)
+    temperature: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
     """0: greedy decoding; > 0 samples; None: the checkpoint's setting."""
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     """Nucleus sampling (with temperature > 0)."""

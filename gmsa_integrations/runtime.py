@@ -16,6 +16,7 @@ import torch
 from gmsa import GMSA
 from gmsa.compress.compressor import soft_tokens_at_rates
 from gmsa.decode.prompt import render_chat
+from gmsa.errors import ConfigError
 from gmsa_integrations.cache import SoftTokenCache, default_cache
 from gmsa_integrations.markup import MarkedDocument, split_marked
 
@@ -206,6 +207,9 @@ def generation_settings(max_tokens: int | None, temperature: float | None, top_p
                         repetition_penalty: float | None, stop: Sequence[str] | None, extractive: bool = False) -> dict:
     """Framework-style sampling options -> GMSA GenerationSettings overrides (temperature 0: greedy), and
     whether the reply quotes the compressed documents (`GMSARuntime.generate`'s `extractive`)."""
+    if temperature is not None and not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+                                        and temperature >= 0):
+        raise ConfigError(f"temperature={temperature!r} is invalid: a number >= 0 (0: greedy)")
     sampling = None if temperature is None else temperature > 0  # None: the checkpoint's setting
     return {
         "max_new_tokens": max_tokens,

@@ -4,6 +4,7 @@ rates that follow relevance, `gmsa.plan`) or all compressed at one fixed rate; s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,9 +44,11 @@ def _scores(runtime: GMSARuntime, query: str, texts: list[str], relevance: str,
         return runtime.rank(query, texts)
     if relevance == "order":
         return [float(len(texts) - i) for i in range(len(texts))]
-    if given is None or any(score is None for score in given):
-        raise ConfigError("relevance='retriever' needs a score on every retrieved document or node "
-                          "(LangChain: metadata['relevance_score']; LlamaIndex: NodeWithScore.score)")
+    if given is None or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s)
+                                for s in given):
+        raise ConfigError(f"relevance='retriever' needs a finite number as the score of every retrieved document or "
+                          f"node (LangChain: metadata['relevance_score']; LlamaIndex: NodeWithScore.score), got "
+                          f"{list(given or [])!r:.80}")
     return [float(score) for score in given]
 
 

@@ -4,6 +4,10 @@ The base weights live in memory once. The encoder's LoRA ("gmsa_encoder", on the
 layers) and the decoder's KEFT adapter ("gmsa_decoder", optional) are both peft adapters
 injected into that one model; a `use_adapter` block says which one its forward passes see.
 
+peft injects and switches them directly (`inject_adapter_in_model`, each tuner layer's `set_adapter`), not
+through transformers' PEFT integration: that layer adds nothing GMSA uses and pins a minimum peft version of
+its own (transformers 5.24 wants peft >= 0.22.0), which would tie every transformers release to a peft one.
+
 Adapter weights are fp32 whatever the base's dtype (peft's `cast_adapter_dtype`, as `get_peft_model`
 does): a bf16/fp16 base keeps its memory saving, and trained weights keep fp32 precision (peft casts a
 layer's input up for the adapter and the sum back to the base's dtype).
@@ -15,8 +19,8 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from peft import LoraConfig
-from peft.tuners.tuners_utils import cast_adapter_dtype
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.tuners_utils import BaseTunerLayer, cast_adapter_dtype
 from transformers import PreTrainedModel
 
 from gmsa.config import GMSAConfig
@@ -35,8 +39,7 @@ def add_encoder_adapter(base: PreTrainedModel, config: GMSAConfig) -> None:
         layers_to_transform=list(range(config.encoder_layers)),
         layers_pattern="layers",
     )
-    base.add_adapter(lora, adapter_name=ENCODER_ADAPTER)
-    cast_adapter_dtype(base, ENCODER_ADAPTER)
+    _inject(base, lora, ENCODER_ADAPTER)
 
 
 def add_decoder_adapter(base: PreTrainedModel, config: GMSAConfig) -> None:
@@ -52,11 +55,17 @@ def add_decoder_adapter(base: PreTrainedModel, config: GMSAConfig) -> None:
         rank = alpha = base.config.hidden_size
     else:
         raise ValueError(f"keft_mode={config.keft_mode!r} adds no decoder adapter")
-    lora = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(config.keft_targets), lora_dropout=0.0)
+    _inject(base, LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(config.keft_targets), lora_dropout=0.0),
+            DECODER_ADAPTER)
+
+
+def _inject(base: PreTrainedModel, lora: LoraConfig, name: str) -> None:
+    """Add adapter `name` (fp32 weights), leaving the plain base model active."""
     with warnings.catch_warnings():  # two adapters on one model is the design, not a mistake to warn about
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
-        base.add_adapter(lora, adapter_name=DECODER_ADAPTER)
-    cast_adapter_dtype(base, DECODER_ADAPTER)
+        inject_adapter_in_model(lora, base, adapter_name=name)
+    cast_adapter_dtype(base, name)
+    _activate(base, None)
 
 
 def has_adapter(base: PreTrainedModel, name: str) -> bool:
@@ -71,14 +80,14 @@ def decoder_adapter(base: PreTrainedModel) -> str | None:
 def _activate(base: PreTrainedModel, name: str | None) -> None:
     """Make only adapter `name` active (None: the plain base model), keeping every requires_grad flag:
     peft flips them when switching adapters, and training decides what is trainable."""
-    if not getattr(base, "peft_config", None):
+    layers = [module for module in base.modules() if isinstance(module, BaseTunerLayer)]
+    if not layers:
         return
     flags = [(param, param.requires_grad) for param in base.parameters()]
-    if name is None:
-        base.disable_adapters()
-    else:
-        base.enable_adapters()
-        base.set_adapter(name)
+    for layer in layers:  # a layer without adapter `name` (e.g. a decoder-only layer) then adds nothing
+        layer.enable_adapters(name is not None)
+        if name is not None:
+            layer.set_adapter(name)
     for param, flag in flags:
         param.requires_grad_(flag)
     base._gmsa_adapter = name
@@ -94,8 +103,3 @@ def use_adapter(base: PreTrainedModel, name: str | None) -> Iterator[None]:
         yield
     finally:
         _activate(base, previous)
-
-
-def reset_adapters(base: PreTrainedModel) -> None:
-    """Outside `use_adapter` blocks the plain base model is active (adding an adapter activates it)."""
-    _activate(base, None)

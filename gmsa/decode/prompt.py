@@ -112,9 +112,10 @@ def decoder_inputs(
     return left_pad(sequences)
 
 
-def check_positions(max_positions: int | None, mask: torch.Tensor, new_tokens: int) -> None:
-    """A prompt (B, T) mask plus the answer must fit the decoder's positions: past them a model reads
-    positions it was never trained on. GMSA's policy is an error, never a silent cut."""
+def check_positions(base_config: object, mask: torch.Tensor, new_tokens: int) -> None:
+    """A prompt (B, T) mask plus the answer must fit the decoder's positions (`max_position_embeddings`): past
+    them a model reads positions it was never trained on. GMSA's policy is an error, never a silent cut."""
+    max_positions = getattr(base_config, "max_position_embeddings", None)
     longest = int(mask.sum(dim=-1).max())
     if max_positions and longest + new_tokens > max_positions:
         raise GMSAError(f"the prompt takes {longest} decoder positions and the answer up to {new_tokens} more, past "

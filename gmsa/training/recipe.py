@@ -105,6 +105,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = GMSAConfig.from_dict(self.model)
+        if not isinstance(self.model, GMSAConfig):
+            raise ConfigError(f"model={self.model!r:.80} is invalid: a mapping of GMSAConfig fields")
         if isinstance(self.train_data, str):
             self.train_data = [self.train_data]
         check_field_types(self)
@@ -130,8 +132,8 @@ class TrainConfig:
             raise ConfigError(f"grad_clip={self.grad_clip!r} is invalid: a gradient norm > 0")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay={self.weight_decay!r} is invalid: a number >= 0")
-        if self.seed < 0:
-            raise ConfigError(f"seed={self.seed!r} is invalid: an integer >= 0")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed={self.seed!r} is invalid: an integer in [0, 2**32)")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio!r} is invalid: a number in [0, 1)")
         if self.precision not in PRECISIONS:
@@ -224,11 +226,32 @@ def _known_fields(kind: type) -> dict[str, Any]:
     return result
 
 
+def bundled_recipes() -> Path | None:
+    """The recipes that ship with gmsa: the wheel's copy (gmsa/recipes), or a source checkout's recipes/."""
+    package = Path(__file__).resolve().parents[1]
+    return next((folder for folder in (package / "recipes", package.parent / "recipes") if folder.is_dir()), None)
+
+
+def recipe_path(path: str | Path) -> Path:
+    """A recipe file; a bare name that is not a file here (`default-keft.yaml`, `default-keft`) is a bundled one."""
+    path = Path(path)
+    if path.exists() or path.parent != Path("."):
+        return path
+    folder = bundled_recipes()
+    for name in (path.name, f"{path.name}.yaml"):
+        if folder is not None and (folder / name).is_file():
+            return folder / name
+    names = sorted(p.name for p in folder.glob("*.yaml")) if folder else []
+    raise ConfigError(f"recipe {path} not found (no such file here, and no bundled recipe of that name: {names})")
+
+
 def load_recipe(path: str | Path | None, overrides: list[str] = (), **fixed: Any) -> TrainConfig:
-    """A TrainConfig from a YAML recipe, `key=value` overrides, then `fixed` values (from CLI flags)."""
+    """A TrainConfig from a YAML recipe (a file, or the name of a bundled one), `key=value` overrides, then
+    `fixed` values (from CLI flags)."""
     tree: dict[str, Any] = {}
     known = _known_fields(TrainConfig)
     if path is not None:
+        path = recipe_path(path)
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except UnicodeDecodeError as error:

@@ -104,7 +104,8 @@ def _split(samples: list[Sample], config: TrainConfig, model: GMSA) -> tuple[lis
         return samples, _samples([config.eval_data], config, model)[: config.eval_samples]
     holdout = config.holdout or config.eval_samples
     if len(samples) <= holdout:
-        return samples, []
+        raise DataError(", ".join(config.train_data), None, f"{len(samples)} samples, but {holdout} are held out for "
+                        "validation (holdout / eval_samples): lower them, or give eval_data")
     return samples[:-holdout], samples[-holdout:][: config.eval_samples]
 
 

@@ -132,7 +132,7 @@ def test_a_device_this_machine_lacks_is_one_line(tmp_path, tiny_base, corpus, ti
 
 
 def test_answer_rejects_what_is_not_a_question_over_documents(model):
-    with pytest.raises(ConfigError, match="not one string"):
+    with pytest.raises(ConfigError, match="must be a list of texts, not str"):
         model.answer("Where?", "Paris is in France.")
     with pytest.raises(ConfigError, match="question=None is invalid"):
         model.answer(None, ["Paris is in France."])

@@ -147,7 +147,7 @@ def test_a_read_only_cache_folder_is_a_clear_error(tmp_path):
 
 
 def test_killed_writes_temp_files_are_cleaned(tmp_path):
-    stale, live = tmp_path / ".abc-1.tmp", tmp_path / ".abc-2.tmp"
+    stale, live = tmp_path / ".0123456789abcdef-1.tmp", tmp_path / ".0123456789abcdef-2.tmp"
     stale.write_bytes(b"half")
     live.write_bytes(b"being written")
     old = time.time() - 3600

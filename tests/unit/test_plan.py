@@ -131,7 +131,7 @@ def test_budgeted_answer_sends_text_and_soft_tokens_as_planned(tiny_base):
 
 @pytest.mark.parametrize("call, message", [
     (lambda m: m.answer("what?", DOCS, rate=4, budget=0.5), "not both"),
-    (lambda m: m.answer("what?", "one string"), "not one string"),
+    (lambda m: m.answer("what?", "one string"), "must be a list of texts, not str"),
     (lambda m: m.answer(None, DOCS, budget=0.5), "question=None is invalid"),
     (lambda m: m.plan("what?", DOCS, 0.5, relevance=[1.0]), "for 3 documents"),
     (lambda m: m.plan("what?", DOCS, 0.5, relevance=[1.0, float("nan"), 2.0]), "one finite number"),

@@ -90,7 +90,7 @@ def test_a_budget_sends_the_most_relevant_whole_and_last_and_the_rest_soft(runti
     assert results[0].text == mark_document(DOCS[results[0].index], results[0].metadata["gmsa_rate"])
     assert sum(r.metadata["gmsa_positions"] for r in results) <= budget
     assert runtime.model.plan("q", DOCS, budget, scores).positions == sum(r.metadata["gmsa_positions"] for r in results)
-    with pytest.raises(ValueError, match="needs a score on every retrieved document"):
+    with pytest.raises(ValueError, match="needs a finite number as the score of every retrieved document"):
         select_for_query(runtime, DOCS, "q", budget=0.5, relevance="retriever", scores=[0.1, None, 0.3])
     with pytest.raises(ValueError, match="not both"):
         select_for_query(runtime, DOCS, "q", rate=2, budget=0.5)

@@ -1,0 +1,100 @@
+"""Bad inputs to the Python API and recipes that a probe found after the first hardening pass: each is a clear
+GMSAError naming what was wrong, or a documented result, never a torch/peft traceback or a silent change."""
+
+import json
+
+import pytest
+import torch
+from training_recipes import recipe
+
+from gmsa import GMSA, GMSAConfig
+from gmsa.cli.train import main as train_main
+from gmsa.errors import CheckpointError, ConfigError
+from gmsa.training.recipe import load_recipe
+
+DOCS = ["Paris is the capital of France.", "Berlin is the capital of Germany."]
+
+
+def test_a_rate_must_be_an_integer_the_model_serves(model):
+    for rate in (2.0, True, "2"):
+        with pytest.raises(ConfigError, match="is not supported by this model"):
+            model.compress(DOCS, rate)
+
+
+@pytest.mark.parametrize("documents", [None, {"Paris.": 1}, 5, b"bytes"])
+def test_documents_must_be_a_list_of_texts(model, documents):
+    with pytest.raises(ConfigError, match="documents must be a list of texts"):
+        model.answer("Where?", documents, rate=2)
+
+
+@pytest.mark.parametrize("relevance", [lambda q, d: None, 5, [10**400, 1], [True, False], "minilm"])
+def test_relevance_must_be_one_finite_number_per_document(model, relevance):
+    with pytest.raises(ConfigError, match="relevance"):
+        model.plan("Where?", DOCS, budget=0.5, relevance=relevance)
+
+
+def test_nothing_to_generate_is_nothing_generated(model):
+    assert model.generate([], []) == [] and model.reconstruct([]) == []
+
+
+def test_from_pretrained_and_from_base_check_what_they_are_given(model, tiny_base, tmp_path):
+    saved = model.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="path=123 is invalid"):
+        GMSA.from_pretrained(123)
+    with pytest.raises(CheckpointError, match=r"overrides \['bogus'\] cannot change"):
+        GMSA.from_pretrained(saved, overrides={"bogus": 1})
+    with pytest.raises(CheckpointError, match=r"overrides \['encoder_final_norm'\] cannot change a trained"):
+        GMSA.from_pretrained(saved, overrides={"encoder_final_norm": True})  # would change every soft token
+    with pytest.raises(CheckpointError, match="a dict of config fields"):
+        GMSA.from_pretrained(saved, overrides="rates=8")
+    assert GMSA.from_pretrained(saved, overrides={"generation": {"max_new_tokens": 3}}).config.generation \
+        .max_new_tokens == 3
+    with pytest.raises(ConfigError, match="config must be a GMSAConfig, not dict"):
+        GMSA.from_base(str(tiny_base), {"base_model": str(tiny_base)})
+
+
+@pytest.mark.parametrize("data, message", [
+    ([], "a GMSAConfig is a mapping of its fields, not list"),
+    (None, "not NoneType"),
+    ({"generation": []}, r"generation=\[\] is invalid: a GenerationSettings or a mapping"),
+    ({"prompt": "hello"}, "prompt='hello' is invalid: a PromptFormat or a mapping"),
+])
+def test_a_config_of_the_wrong_shape_is_refused_when_built(data, message):
+    with pytest.raises(ConfigError, match=message):
+        GMSAConfig.from_dict(data)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model=5", "model=5 is invalid: a mapping of GMSAConfig fields"),
+    ("seed=99999999999999999999999", "seed=.* is invalid: an integer in"),
+])
+def test_recipe_model_and_seed_are_checked(tmp_path, tiny_base, corpus, override, message):
+    path = recipe(tmp_path, tiny_base, corpus[0], tmp_path / "run")
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(path, [override])
+
+
+def test_a_holdout_larger_than_the_data_is_an_error_not_a_run_without_validation(tmp_path, tiny_base, corpus,
+                                                                                 capsys):
+    path = recipe(tmp_path, tiny_base, corpus[0], tmp_path / "run", holdout=1000)
+    assert train_main(["ae", "--config", str(path), "steps=1"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "1000 are held out for validation" in err[0]
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_the_cache_only_ever_removes_its_own_files(model, tmp_path):
+    import os
+    import time
+
+    from gmsa_integrations.cache import SoftTokenCache
+
+    folder = model.save_pretrained(tmp_path / "shared")  # a cache pointed at a folder holding a checkpoint
+    notes = folder / ".notes.tmp"
+    notes.write_text("mine")
+    os.utime(notes, (time.time() - 3600,) * 2)
+    cache = SoftTokenCache(directory=folder)
+    cache.put("fp", 2, "text", torch.ones(2, 4))
+    cache.clear(disk=True)
+    assert sorted(p.name for p in folder.iterdir()) == [".notes.tmp", "gmsa_config.json", "gmsa_weights.safetensors"]
+    assert json.loads((folder / "gmsa_config.json").read_text())["format_version"] == 1
