@@ -43,6 +43,8 @@ class Answering(Parts, Protocol):
 def _check_question(question: object) -> None:
     if not isinstance(question, str) or not question.strip():
         raise ConfigError(f"question={question!r:.80} is invalid: a non-empty string")
+    if question.encode("utf-8", errors="replace").decode("utf-8") != question:
+        raise ConfigError(f"question={question!r:.80} is invalid: not valid Unicode (a lone surrogate)")
 
 
 def _documents(documents: object) -> list[str]:

@@ -237,6 +237,8 @@ class GMSAConfig:
             _fail("rates", self.rates, "distinct values")
         if not self.lora_targets:
             _fail("lora_targets", self.lora_targets, "at least one module name")
+        if not self.keft_targets:
+            _fail("keft_targets", self.keft_targets, "at least one module name")
         if self.lsa_output_norm not in LSA_OUTPUTS:
             _fail("lsa_output_norm", self.lsa_output_norm, f"one of {LSA_OUTPUTS}")
         if self.keft_mode not in KEFT_MODES:
@@ -281,4 +283,7 @@ class GMSAConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> GMSAConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"cannot read a GMSAConfig from {path}: {error}") from None

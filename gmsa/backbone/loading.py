@@ -45,6 +45,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         if count == 0 or (resolved.index or 0) >= count:
             raise GMSAError(f"device={device!r} is not available: this machine has {count} CUDA device(s); "
                             "pass device='cpu' or leave device unset to use what is there")
+    elif resolved.type == "meta":
+        raise GMSAError("device='meta' holds shapes, not weights: pass 'cpu' or 'cuda'")
     elif resolved.type == "mps" and not torch.backends.mps.is_available():
         raise GMSAError(f"device={device!r} is not available on this machine; pass device='cpu'")
     return resolved
@@ -131,6 +133,8 @@ def load_base(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     """Load the frozen base causal LM and its tokenizer onto `device` in `dtype`, with its weights fingerprint."""
     path = resolve_base_path(name_or_path)
+    if (Path(path) / "gmsa_config.json").is_file():
+        raise GMSAError(f"{name_or_path} is a GMSA checkpoint, not a base model: load it with GMSA.from_pretrained")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)

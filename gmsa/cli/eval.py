@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.task == "table":
-            print(markdown_tables([read_result(path) for path in args.results]))
+            print(markdown_tables([read_result(path, table=True) for path in args.results]))
             return 0
         if args.task == "compare":
             if len(args.results) < 2:

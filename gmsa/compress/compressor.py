@@ -49,6 +49,10 @@ def tokenize_contexts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) 
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise ConfigError(f"texts[{index}] is {type(text).__name__}, not str")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:  # a lone surrogate, e.g. from text decoded with errors="surrogateescape"
+            raise ConfigError(f"texts[{index}] is not valid Unicode ({error.reason} at {error.start})") from None
     if not texts:
         return []
     encoded = tokenizer(list(texts), add_special_tokens=False).input_ids

@@ -37,10 +37,15 @@ def render_chat(
     """
     soft: dict[str, torch.Tensor] = {}
     rendered = []
+    if not messages:
+        raise GMSAError("a conversation needs at least one message")
     for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
+            raise GMSAError(f"a chat message is a dict with 'role' and 'content', got {message!r:.80}")
         pieces = [message["content"]] if isinstance(message["content"], (str, torch.Tensor)) else message["content"]
         content = ""
         for piece in pieces:
+            _check_piece(piece)
             if isinstance(piece, torch.Tensor):
                 marker = f"<gmsa-context-{uuid.uuid4().hex}>"
                 soft[marker] = piece
@@ -62,6 +67,17 @@ def render_chat(
         elif piece:
             parts.append(torch.tensor(tokenizer(piece, add_special_tokens=False).input_ids, dtype=torch.long))
     return parts
+
+
+def _check_piece(piece: object) -> None:
+    """A content piece: text, soft tokens (m, H) or token ids (n,)."""
+    if isinstance(piece, str):
+        return
+    if isinstance(piece, torch.Tensor) and (piece.dim() == 2 and piece.is_floating_point()
+                                            or piece.dim() == 1 and piece.dtype == torch.long):
+        return
+    described = f"a {tuple(piece.shape)} {piece.dtype} tensor" if isinstance(piece, torch.Tensor) else repr(piece)[:80]
+    raise GMSAError(f"a context is text, soft tokens (m, H) float or token ids (n,) long, not {described}")
 
 
 def question_message(fmt: PromptFormat, contexts: Sequence[Context], instruction: str) -> ChatMessage:
@@ -95,6 +111,14 @@ def question_conversations(
 def embed_parts(embedding: nn.Embedding, parts: Sequence[torch.Tensor]) -> torch.Tensor:
     """Parts -> one (T, H) sequence on the embedding's device and dtype."""
     weight = embedding.weight
+    for part in parts:
+        if part.is_floating_point() and part.shape[-1] != weight.shape[-1]:
+            raise GMSAError(f"soft tokens of width {part.shape[-1]} for a decoder of hidden size {weight.shape[-1]}: "
+                            "were they compressed by another model?")
+        if part.dtype == torch.long and part.numel() and not 0 <= int(part.min()) <= int(part.max()) < weight.shape[0]:
+            raise GMSAError(f"token ids outside the vocabulary [0, {weight.shape[0]})")
+        if part.is_floating_point() and not bool(part.isfinite().all()):
+            raise GMSAError("soft tokens hold NaN or Inf")
     pieces = [
         embedding(part.to(weight.device)) if part.dtype == torch.long else part.to(weight.device, weight.dtype)
         for part in parts

@@ -52,8 +52,14 @@ def select_system(result: dict, path: Path, system: str | None) -> tuple[str, di
     if any(len(scores.get(metric, ())) != len(wheres) for metric in METRICS):
         raise DataError(str(path), None, f"per-question scores of {system!r} do not match its {len(wheres)} "
                         f"questions ({', '.join(METRICS)} each); run `gmsa-eval qa` again to write them")
-    rows = {question_key(where): {metric: scores[metric][i] for metric in METRICS} for i, where in enumerate(wheres)}
-    return system, rows
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for m in METRICS for v in scores[m])
+    if not numbers or not all(isinstance(where, str) and ":" in where for where in wheres):
+        raise DataError(str(path), None, f"per-question scores of {system!r} are not numbers, or its questions are not "
+                        "'file:line' strings; run `gmsa-eval qa` again to write them")
+    keys = [question_key(where) for where in wheres]
+    if len(set(keys)) != len(keys):
+        raise DataError(str(path), None, "names a question twice in per_question.where")
+    return system, {key: {metric: scores[metric][i] for metric in METRICS} for i, key in enumerate(keys)}
 
 
 def read_run(spec: str) -> tuple[dict, str, dict[str, dict]]:

@@ -9,6 +9,8 @@ from pathlib import Path
 from gmsa.errors import DataError, GMSAError
 
 TASKS = ("qa", "reconstruction")
+REQUIRED = {"qa": ("systems", ("em", "f1")), "reconstruction": ("rates", ("bleu4",))}
+"""What a result must hold for its table: the rows' key, and each row's numbers."""
 
 
 def prepare_out_dir(out_dir: Path) -> None:
@@ -32,8 +34,9 @@ def write_result(result: dict, out_dir: Path) -> tuple[Path, Path]:
     return json_path, table_path
 
 
-def read_result(path: Path) -> dict:
-    """A result.json written by gmsa-eval; anything else is a DataError naming the file."""
+def read_result(path: Path, table: bool = False) -> dict:
+    """A result.json written by gmsa-eval; anything else is a DataError naming the file. `table`: it must hold
+    the numbers a table shows (results compared question by question need only their per-question scores)."""
     hint = "pass the result.json of a gmsa-eval run"
     try:
         result = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -45,6 +48,14 @@ def read_result(path: Path) -> dict:
         raise DataError(str(path), None, f"not UTF-8 text; {hint}") from None
     if not isinstance(result, dict) or result.get("task") not in TASKS:
         raise DataError(str(path), None, f"not a gmsa-eval result (its 'task' is not one of {TASKS}); {hint}")
+    rows, needed = REQUIRED[result["task"]]
+    entries = result.get(rows)
+    numbers = needed if table else ()
+    complete = isinstance(entries, dict) and entries and all(
+        isinstance(row, dict) and all(isinstance(row.get(k), (int, float)) for k in numbers)
+        for row in entries.values())
+    if not complete:
+        raise DataError(str(path), None, f"is incomplete: '{rows}' needs {', '.join(needed)} per entry; {hint}")
     return result
 
 
@@ -62,8 +73,13 @@ def _documents(result: dict) -> str:
     """"5", or "5, top 2 (best last)" when gmsa-eval qa --rerank kept the two most relevant of them (results
     written before --rerank-order put the most relevant first)."""
     if not result.get("rerank"):
-        return str(result["documents"])
+        return str(result.get("documents", "-"))
     return f"{result['documents']}, top {result['rerank']} (best {result.get('rerank_order') or 'first'})"
+
+
+def _number(row: dict, key: str, digits: int) -> str:
+    value = row.get(key)
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
 
 
 def markdown_table(results: list[dict]) -> str:
@@ -78,15 +94,14 @@ def markdown_table(results: list[dict]) -> str:
             for name, s in r["systems"].items():
                 positions = s.get("document_positions_per_question")  # absent from results written before it
                 positions = "-" if positions is None else f"{positions:.0f}"
-                lines.append(f"| {_label(r, name)} | {r['checkpoint']} | {r['questions']} | {_documents(r)} | "
-                             f"{positions} | {s['em']:.3f} | {s['f1']:.3f} | {s['accuracy']:.3f} | "
-                             f"{s['seconds_per_question']:.2f} |")
+                lines.append(f"| {_label(r, name)} | {r.get('checkpoint', '-')} | {r.get('questions', '-')} | "
+                             f"{_documents(r)} | {positions} | {s['em']:.3f} | {s['f1']:.3f} | "
+                             f"{_number(s, 'accuracy', 3)} | {_number(s, 'seconds_per_question', 2)} |")
         return "\n".join(lines)
     lines = ["| rate | checkpoint | texts | BLEU-4 | ROUGE-L | prefix EM | MiniLM similarity |",
              "|---:|---|---:|---:|---:|---:|---:|"]
     for r in results:
         for rate, s in r["rates"].items():
-            similarity = f"{s['similarity']:.3f}" if "similarity" in s else "-"
-            lines.append(f"| {_label(r, rate)} | {r['checkpoint']} | {r['texts']} | {s['bleu4']:.3f} | "
-                         f"{s['rouge_l']:.3f} | {s['prefix_em']:.3f} | {similarity} |")
+            scores = " | ".join(_number(s, key, 3) for key in ("bleu4", "rouge_l", "prefix_em", "similarity"))
+            lines.append(f"| {_label(r, rate)} | {r.get('checkpoint', '-')} | {r.get('texts', '-')} | {scores} |")
     return "\n".join(lines)

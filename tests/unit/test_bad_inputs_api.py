@@ -9,7 +9,7 @@ from training_recipes import recipe
 
 from gmsa import GMSA, GMSAConfig
 from gmsa.cli.train import main as train_main
-from gmsa.errors import CheckpointError, ConfigError
+from gmsa.errors import CheckpointError, ConfigError, GMSAError
 from gmsa.training.recipe import load_recipe
 
 DOCS = ["Paris is the capital of France.", "Berlin is the capital of Germany."]
@@ -98,3 +98,39 @@ def test_the_cache_only_ever_removes_its_own_files(model, tmp_path):
     cache.clear(disk=True)
     assert sorted(p.name for p in folder.iterdir()) == [".notes.tmp", "gmsa_config.json", "gmsa_weights.safetensors"]
     assert json.loads((folder / "gmsa_config.json").read_text())["format_version"] == 1
+
+
+def test_a_context_the_decoder_cannot_read_is_named(model):
+    width = model.hidden_size
+    cases = [
+        (torch.zeros(3, width + 1), "soft tokens of width 65 for a decoder of hidden size 64"),
+        (torch.zeros(1, 3, width), r"not a \(1, 3, 64\) torch.float32 tensor"),
+        (torch.tensor([10**6]), "token ids outside the vocabulary"),
+        (torch.tensor([5], dtype=torch.int32), "not a \\(1,\\) torch.int32 tensor"),
+        (None, "not None"),
+        (123, "not 123"),
+        (torch.full((3, width), float("nan")), "soft tokens hold NaN or Inf"),
+    ]
+    for context, message in cases:
+        with pytest.raises(GMSAError, match=message):
+            model.generate(["Where?"], [[context]], max_new_tokens=2)
+    with pytest.raises(GMSAError, match="a chat message is a dict with 'role' and 'content'"):
+        model.generate_chat([[{"role": "user"}]])
+    with pytest.raises(GMSAError, match="at least one message"):
+        model.generate_chat([[]])
+
+
+def test_odd_strings_devices_and_paths_are_named(model, tiny_base, tmp_path):
+    with pytest.raises(ConfigError, match=r"texts\[0\] is not valid Unicode"):
+        model.compress(["a \ud800 b"], 2)
+    with pytest.raises(ConfigError, match="not valid Unicode"):
+        model.answer("where \ud800?", DOCS, rate=2)
+    with pytest.raises(GMSAError, match="device='meta' holds shapes"):
+        GMSA.from_base(str(tiny_base), device="meta")
+    saved = model.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(GMSAError, match="is a GMSA checkpoint, not a base model"):
+        GMSA.from_base(str(saved))
+    with pytest.raises(ConfigError, match="keft_targets=\\(\\) is invalid"):
+        GMSAConfig(keft_mode="lora", keft_targets=())
+    with pytest.raises(ConfigError, match="cannot read a GMSAConfig from"):
+        GMSAConfig.from_json(tmp_path / "missing.json")

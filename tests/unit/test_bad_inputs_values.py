@@ -154,3 +154,25 @@ def test_a_prompt_past_the_decoders_positions_is_an_error_not_a_silent_cut(model
     # the budget keeps the documents within what the decoder reads
     answer = model.answer("Where?", [long_text], budget=0.25, relevance="order", max_new_tokens=2)
     assert answer.plan.positions == 1575 and answer.text_tokens == 1575  # its first quarter, as text
+
+
+def _result(tmp_path, name, em, where):
+    path = tmp_path / f"{name}.json"
+    per_question = {"where": where, "gmsa@4": {"em": em, "f1": [0.5] * len(em), "accuracy": [0.0] * len(em)}}
+    path.write_text(json.dumps({"task": "qa", "systems": {"gmsa@4": {"em": 0.5, "f1": 0.5}},
+                                "per_question": per_question}))
+    return str(path)
+
+
+def test_a_damaged_result_file_is_one_line_in_table_and_compare(tmp_path, capsys):
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"task": "qa"}))
+    good = _result(tmp_path, "good", [1.0, 0.0], ["qa.jsonl:1", "qa.jsonl:2"])
+    cases = [(["table", str(bare)], "is incomplete: 'systems' needs em, f1"),
+             (["compare", good, _result(tmp_path, "text", ["x", 0.0], ["qa.jsonl:1", "qa.jsonl:2"])], "not numbers"),
+             (["compare", good, _result(tmp_path, "null", [1.0, 0.0], [None, None])], "not 'file:line' strings"),
+             (["compare", good, _result(tmp_path, "twice", [1.0, 0.0], ["qa.jsonl:1", "qa.jsonl:1"])],
+              "names a question twice")]
+    for argv, message in cases:
+        assert eval_main(argv) == 2
+        _one_line_error(capsys, message)
