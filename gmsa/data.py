@@ -99,7 +99,8 @@ def parse_qa(record: dict[str, Any], path: Path, line: int) -> QAExample:
         if not isinstance(documents, list):
             raise DataError(str(path), line, "field 'documents' must be a list")
         gold = record.get("gold", [])
-        if not isinstance(gold, list) or not all(isinstance(g, int) and 0 <= g < len(documents) for g in gold):
+        indices = isinstance(gold, list) and all(type(g) is int and 0 <= g < len(documents) for g in gold)
+        if not indices:
             raise DataError(str(path), line, f"field 'gold' must list indices into documents, got {gold!r:.80}")
         docs = [_document(doc, path, line, i) for i, doc in enumerate(documents)]
         return QAExample(_string(record, "question", path, line), answers, docs, gold, where)

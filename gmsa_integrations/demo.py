@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gmsa.cli.arguments import budget_argument, positive_int
 from gmsa.config import BASE_DTYPES
+from gmsa.errors import GMSAError
 
 DEFAULT_DOCUMENTS = Path(__file__).resolve().parents[1] / "gmsa" / "examples" / "docs"
 
@@ -22,18 +23,23 @@ def passages(folder: Path) -> list:
     """One LangChain Document per paragraph of each .md/.txt file, with its source."""
     from langchain_core.documents import Document
 
-    from gmsa.data import read_text_file, text_files
+    from gmsa.data import TEXT_SUFFIXES, read_text_file, text_files
     from gmsa.errors import DataError
 
     if not folder.exists():
         raise DataError(str(folder), None, "no such file or folder (give --documents a folder of .md/.txt files)")
     documents = []
     for file in text_files(folder):
+        if file.suffix.lower() not in TEXT_SUFFIXES:
+            raise DataError(str(file), None, f"gmsa rag reads {'/'.join(TEXT_SUFFIXES)} files (one passage per "
+                            "paragraph); for a QA JSONL file use gmsa ask --record")
         blocks = [b.strip() for b in read_text_file(file).split("\n\n")]
         title = blocks[0].lstrip("# ") if blocks and blocks[0].startswith("#") else file.stem
         for block in blocks:
             if block and not block.startswith("#"):
                 documents.append(Document(f"{title}: {' '.join(block.split())}", metadata={"source": file.name}))
+    if not documents:
+        raise DataError(str(folder), None, "no passages (paragraphs other than '#' headings) to retrieve from")
     return documents
 
 
@@ -79,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
 
     from gmsa_integrations.langchain import ChatGMSA, GMSACompressor, MiniLMEmbeddings
 
+    if not args.question.strip():
+        raise GMSAError("--question is empty")
     start = time.perf_counter()
     store = InMemoryVectorStore(MiniLMEmbeddings())
     store.add_documents(passages(args.documents))

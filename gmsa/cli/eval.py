@@ -66,6 +66,9 @@ def run_qa(args: argparse.Namespace) -> dict:
     except ValueError as error:
         raise GMSAError(str(error)) from None
     examples = read_qa(args.data, limit=args.limit)
+    unanswerable = next((e.where for e in examples if not e.answers), None)
+    if unanswerable:  # a question without a reference answer cannot be scored
+        raise GMSAError(f"{unanswerable}: no reference answers to score against")
     model = _load(args)
     result = evaluate_qa(model, examples, systems, args.documents, args.batch_size, args.max_new_tokens, args.rerank,
                          args.rerank_order)

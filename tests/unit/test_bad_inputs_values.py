@@ -176,3 +176,24 @@ def test_a_damaged_result_file_is_one_line_in_table_and_compare(tmp_path, capsys
     for argv, message in cases:
         assert eval_main(argv) == 2
         _one_line_error(capsys, message)
+
+
+def test_data_that_cannot_be_scored_or_retrieved_is_named(tmp_path, tiny_checkpoint, capsys):
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "q?", "answers": ["a"], "documents": ["d", "e"], "gold": [True]}) + "\n")
+    with pytest.raises(DataError, match="qa.jsonl:1: field 'gold' must list indices"):
+        from gmsa.data import read_qa
+        read_qa(data)
+    data.write_text(json.dumps({"question": "q?", "answers": [], "documents": ["d"]}) + "\n")
+    assert eval_main(["qa", "--checkpoint", str(tiny_checkpoint), "--data", str(data), "--documents", "1",
+                      "--out", str(tmp_path / "out")]) == 2
+    _one_line_error(capsys, "qa.jsonl:1: no reference answers to score against")
+    headings = tmp_path / "headings"
+    headings.mkdir()
+    (headings / "a.md").write_text("# Title\n\n## Another\n")
+    rag = ["rag", "--checkpoint", str(tiny_checkpoint), "--question"]
+    for argv, message in [([*rag, "Where?", "--documents", str(headings)], "no passages"),
+                          ([*rag, "Where?", "--documents", str(data)], "gmsa rag reads .txt/.md files"),
+                          ([*rag, " ", "--documents", str(headings)], "--question is empty")]:
+        assert ask_main(argv) == 2
+        _one_line_error(capsys, message)
