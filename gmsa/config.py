@@ -246,7 +246,9 @@ class GMSAConfig:
 
     def check_rate(self, rate: int) -> int:
         """Validate a rate asked for at call time against the configured ones."""
-        if isinstance(rate, bool) or not isinstance(rate, int) or rate not in self.rates:
+        if isinstance(rate, bool) or not isinstance(rate, int):
+            raise ConfigError(f"rate={rate!r} is invalid: an integer, one of {self.rates}")
+        if rate not in self.rates:
             raise ConfigError(f"rate={rate!r} is not supported by this model: it was configured for rates {self.rates}")
         return rate
 

@@ -38,6 +38,8 @@ def _not_utf8(path: Path, error: UnicodeDecodeError, line: int, column_base: int
 
 def read_text_file(path: Path) -> str:
     """A text file's contents; bytes that are not UTF-8 are a DataError naming file:line."""
+    if not path.is_file():  # a named pipe or a device would block or never end
+        raise DataError(str(path), None, "not a regular file")
     data = path.read_bytes()
     try:
         return data.decode("utf-8")
@@ -53,7 +55,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     raise DataError naming file:line."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(str(path), None, "no such file")
+        raise DataError(str(path), None, "no such file" if not path.exists() else "not a regular file")
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:

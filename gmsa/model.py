@@ -189,6 +189,8 @@ class GMSA(nn.Module):
         return question_conversations(self.config.prompt, prompts, contexts)
 
     def _settings(self, settings: GenerationSettings | None, overrides: dict) -> GenerationSettings:
+        if settings is not None and not isinstance(settings, GenerationSettings):
+            raise ConfigError(f"settings must be a GenerationSettings, not {type(settings).__name__}")
         return (settings or self.config.generation).replace(**overrides)
 
     @torch.no_grad()
@@ -260,6 +262,8 @@ class GMSA(nn.Module):
         Defaults differ from QA: no repetition penalty (a restatement repeats words) and room for
         the longest text the soft tokens can stand for.
         """
+        if isinstance(soft_tokens, torch.Tensor) or not all(isinstance(s, torch.Tensor) for s in soft_tokens):
+            raise ConfigError("soft_tokens must be a list of (m, H) tensors, one per text")
         longest = max((int(s.shape[0]) for s in soft_tokens), default=1) * max(self.config.rates) + 16
         base = dataclasses.replace(settings or self.config.generation, repetition_penalty=1.0, max_new_tokens=longest)
         instruction = self.config.prompt.restate_instruction

@@ -24,6 +24,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer, cast_adapter_dtype
 from transformers import PreTrainedModel
 
 from gmsa.config import GMSAConfig
+from gmsa.errors import ConfigError
 
 ENCODER_ADAPTER = "gmsa_encoder"
 DECODER_ADAPTER = "gmsa_decoder"
@@ -63,7 +64,11 @@ def _inject(base: PreTrainedModel, lora: LoraConfig, name: str) -> None:
     """Add adapter `name` (fp32 weights), leaving the plain base model active."""
     with warnings.catch_warnings():  # two adapters on one model is the design, not a mistake to warn about
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
-        inject_adapter_in_model(lora, base, adapter_name=name)
+        try:
+            inject_adapter_in_model(lora, base, adapter_name=name)
+        except ValueError as error:  # peft: target modules the base model lacks
+            raise ConfigError(f"adapter {name}: {str(error).splitlines()[0]} (lora_targets / keft_targets name "
+                              "projections of the base model's layers, e.g. q_proj)") from None
     cast_adapter_dtype(base, name)
     _activate(base, None)
 

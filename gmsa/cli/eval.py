@@ -62,6 +62,9 @@ def run_qa(args: argparse.Namespace) -> dict:
 
     try:
         systems = [System.parse(s) for s in args.systems]
+        names = [system.name for system in systems]
+        if len(set(names)) != len(names):
+            raise ValueError(f"--systems names a system twice: {sorted({n for n in names if names.count(n) > 1})}")
         check_rerank(args.rerank, args.documents)  # before the model loads
     except ValueError as error:
         raise GMSAError(str(error)) from None

@@ -46,6 +46,8 @@ def tokenize_contexts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) 
     """Token ids of each text as the encoder reads them (no special tokens); a blank text has none."""
     if isinstance(texts, str):
         raise ConfigError("texts must be a list of strings, not one string (wrap it in a list)")
+    if not isinstance(texts, Sequence):
+        raise ConfigError(f"texts must be a list of strings, not {type(texts).__name__}")
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise ConfigError(f"texts[{index}] is {type(text).__name__}, not str")

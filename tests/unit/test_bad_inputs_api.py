@@ -17,8 +17,10 @@ DOCS = ["Paris is the capital of France.", "Berlin is the capital of Germany."]
 
 def test_a_rate_must_be_an_integer_the_model_serves(model):
     for rate in (2.0, True, "2"):
-        with pytest.raises(ConfigError, match="is not supported by this model"):
+        with pytest.raises(ConfigError, match="is invalid: an integer, one of"):
             model.compress(DOCS, rate)
+    with pytest.raises(ConfigError, match="rate=3 is not supported by this model"):
+        model.compress(DOCS, 3)
 
 
 @pytest.mark.parametrize("documents", [None, {"Paris.": 1}, 5, b"bytes"])
@@ -134,3 +136,20 @@ def test_odd_strings_devices_and_paths_are_named(model, tiny_base, tmp_path):
         GMSAConfig(keft_mode="lora", keft_targets=())
     with pytest.raises(ConfigError, match="cannot read a GMSAConfig from"):
         GMSAConfig.from_json(tmp_path / "missing.json")
+
+
+def test_what_generate_compress_and_reconstruct_are_given_is_checked(model):
+    with pytest.raises(ConfigError, match="texts must be a list of strings, not NoneType"):
+        model.compress(None, 2)
+    with pytest.raises(ConfigError, match="rate=8.0 is invalid: an integer"):
+        model.compress(DOCS, 8.0)
+    with pytest.raises(ConfigError, match="settings must be a GenerationSettings, not str"):
+        model.generate(["a"], None, "x")
+    with pytest.raises(ConfigError, match="a list of \\(m, H\\) tensors"):
+        model.reconstruct(["text"])
+
+
+def test_adapter_targets_the_base_lacks_are_a_config_error(tiny_base):
+    with pytest.raises(ConfigError, match="Target modules {'nope'} not found"):
+        GMSA.from_base(str(tiny_base), GMSAConfig(base_model=str(tiny_base), encoder_layers=2, lora_targets=("nope",)),
+                       device="cpu")

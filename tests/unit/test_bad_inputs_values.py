@@ -197,3 +197,15 @@ def test_data_that_cannot_be_scored_or_retrieved_is_named(tmp_path, tiny_checkpo
                           ([*rag, " ", "--documents", str(headings)], "--question is empty")]:
         assert ask_main(argv) == 2
         _one_line_error(capsys, message)
+
+
+def test_a_named_pipe_and_a_repeated_system_are_refused(tmp_path, tiny_checkpoint, corpus, capsys):
+    import os
+
+    pipe = tmp_path / "pipe.txt"
+    os.mkfifo(pipe)
+    assert ask_main(["ask", "--checkpoint", str(tiny_checkpoint), "--question", "q?", "--documents", str(pipe)]) == 2
+    _one_line_error(capsys, "pipe.txt: not a regular file")  # instead of blocking on the read
+    assert eval_main(["qa", "--checkpoint", str(tiny_checkpoint), "--data", str(corpus[1]), "--systems", "gmsa@2",
+                      "gmsa@02", "--out", str(tmp_path / "out")]) == 2
+    _one_line_error(capsys, "names a system twice: ['gmsa@2']")
