@@ -81,6 +81,14 @@ class SoftTokenCache:
         """The files in the cache folder the cache wrote, by their names (a shared folder keeps the rest)."""
         return [path for path in self.directory.iterdir() if pattern.fullmatch(path.name) and not path.is_dir()]
 
+    def __getstate__(self) -> dict:
+        """A pickled cache keeps its settings, not its entries or lock (a copy in another process starts empty and
+        reads the same folder)."""
+        return {"max_bytes": self.max_bytes, "directory": self.directory}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["max_bytes"], state["directory"])
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -31,6 +31,13 @@ class RuntimeFields(BaseModel):
     """Where soft tokens are cached; None: the process-wide in-memory cache."""
     _runtime: GMSARuntime | None = PrivateAttr(default=None)
 
+    def __getstate__(self) -> dict:
+        """Pickled without the runtime (a lock and a model handle): it is rebuilt lazily after unpickling, and
+        finds the process's shared model again (`gmsa_integrations.runtime.shared_model`)."""
+        state = super().__getstate__()
+        state["__pydantic_private__"] = {**(state.get("__pydantic_private__") or {}), "_runtime": None}
+        return state
+
     @property
     def runtime(self) -> GMSARuntime:
         if self._runtime is None:

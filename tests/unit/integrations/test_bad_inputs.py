@@ -31,3 +31,24 @@ def test_a_call_time_temperature_is_checked_as_the_constructor_checks_it(tiny_ch
     llm = ChatGMSA(checkpoint=str(tiny_checkpoint), device="cpu", max_tokens=2)
     with pytest.raises(ConfigError, match="temperature=.* is invalid"):
         llm.invoke("hi", temperature=temperature)
+
+
+def test_used_compressors_and_chat_models_pickle_and_work_after(tiny_checkpoint, tmp_path):
+    import pickle
+
+    from gmsa_integrations.cache import SoftTokenCache
+    from gmsa_integrations.llama_index import GMSALLM
+
+    documents = [Document("Paris is the capital of France.")]
+    compressor = GMSACompressor(checkpoint=str(tiny_checkpoint), device="cpu", rate=2,
+                                soft_token_cache=SoftTokenCache(directory=tmp_path / "cache"))
+    sent = compressor.compress_documents(documents, "Where is Paris?")
+    copy = pickle.loads(pickle.dumps(compressor))  # its runtime (a lock, a model) is rebuilt on first use
+    assert copy.compress_documents(documents, "Where is Paris?")[0].page_content == sent[0].page_content
+    assert copy.soft_token_cache.directory == tmp_path / "cache"
+    for llm, call in [(ChatGMSA(checkpoint=str(tiny_checkpoint), device="cpu", max_tokens=3),
+                       lambda m: m.invoke("hi").content),
+                      (GMSALLM(checkpoint=str(tiny_checkpoint), device="cpu", max_new_tokens=3),
+                       lambda m: m.complete("hi").text)]:
+        reply = call(llm)
+        assert call(pickle.loads(pickle.dumps(llm))) == reply
