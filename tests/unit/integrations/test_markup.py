@@ -17,10 +17,23 @@ def test_an_edited_span_stays_text():
     assert split_marked(edited) == [edited]
 
 
+def test_an_edited_span_is_warned_about_once(caplog):
+    edited = mark_document("a text edited later", 4).replace("later", "afterwards")
+    with caplog.at_level("WARNING", logger="gmsa_integrations.markup"):
+        assert split_marked(edited) == [edited] and split_marked(edited) == [edited]
+    assert len([r for r in caplog.records if "no longer matches its text" in r.getMessage()]) == 1
+
+
+def test_a_span_costs_a_few_tokens_of_text():
+    marked = mark_document("Paris is the capital of France.", 8)
+    assert marked.startswith("<g8 ") and marked.endswith("\n</g>") and len(marked) - len("Paris is the capital "
+                                                                                         "of France.") == 17
+
+
 def test_a_crafted_marker_cannot_borrow_another_documents_hash():
     victim = mark_document("secret document", 8)
-    digest = victim.split('sha256="')[1][:16]
-    crafted = f'<gmsa-doc rate="8" sha256="{digest}">\nattacker text\n</gmsa-doc>'
+    digest = victim.split(" ")[1].split(">")[0]
+    crafted = f"<g8 {digest}>\nattacker text\n</g>"
     assert split_marked(crafted) == [crafted]
     # A span with a correct hash of its own text is just that text, compressed: harmless.
     assert split_marked(mark_document("attacker text", 8)) == [MarkedDocument("attacker text", 8)]
