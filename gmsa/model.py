@@ -82,9 +82,7 @@ class GMSA(nn.Module):
         """A new, untrained GMSA over a causal LM (hub id, local folder, or the embedded default)."""
         if config is not None and not isinstance(config, GMSAConfig):
             raise ConfigError(f"config must be a GMSAConfig, not {type(config).__name__} (GMSAConfig.from_dict)")
-        config = config or GMSAConfig(base_model=model_name_or_path)
-        if config.base_model != model_name_or_path:
-            config = dataclasses.replace(config, base_model=model_name_or_path)
+        config = dataclasses.replace(config or GMSAConfig(), base_model=model_name_or_path)
         device = resolve_device(device)
         base, tokenizer, fingerprint = load_base(
             model_name_or_path, device=device, dtype=resolve_dtype(device, dtype), trust_remote_code=trust_remote_code

@@ -56,9 +56,16 @@ def _differences(started: dict[str, Any], now: dict[str, Any], prefix: str = "")
     return changed
 
 
-def record_recipe(config: TrainConfig) -> None:
-    """Write `run.json` (once the run is set up; a resumed run keeps the one it started with)."""
+def record_recipe(config: TrainConfig, overwrite: bool = False) -> None:
+    """Once the run is set up (its data and model valid): with `overwrite`, remove the run it replaces; write
+    `run.json` (a resumed run keeps the one it started with)."""
     out_dir = Path(config.out_dir)
+    existing = run_contents(out_dir) if overwrite else []
+    if existing:
+        logger.warning("--overwrite: removing the run in %s (%s)", out_dir, ", ".join(existing))
+        for name in existing:
+            target = out_dir / name
+            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
     if (out_dir / RUN_RECIPE).is_file():
         return
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +95,7 @@ def _check_recipe(out_dir: Path, config: TrainConfig) -> None:
 def prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool, main_process: bool = True) -> None:
     """Check `out_dir` before anything is computed: a new run needs a folder without a run (or `overwrite`), a
     resumed one the same recipe, and no run writes inside the checkpoint it starts from. Removes what killed
-    writes left behind (and with `overwrite`, the old run)."""
+    writes left behind; an old run replaced with `overwrite` goes only once the new one is set up (`record_recipe`)."""
     out_dir = Path(config.out_dir)
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: continue the run, or replace it")
@@ -105,11 +112,6 @@ def prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool, main_pro
         _check_recipe(out_dir, config)
     if not main_process or not out_dir.is_dir():
         return
-    if overwrite and existing:
-        logger.warning("--overwrite: removing the run in %s (%s)", out_dir, ", ".join(existing))
-        for name in existing:
-            target = out_dir / name
-            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
     for pattern in LEFTOVERS:
         for leftover in out_dir.glob(pattern):
             shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)

@@ -157,5 +157,5 @@ def setup(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
             run.step, run.history = load_training_state(folder, optimizer, scheduler)
             logger.info("resumed from %s at step %d", folder, run.step)
     if accelerator.is_main_process:
-        record_recipe(config)
+        record_recipe(config, overwrite)
     return run
