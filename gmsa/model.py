@@ -186,7 +186,8 @@ class GMSA(nn.Module):
         """One conversation per prompt: contexts[i] (soft tokens or texts), then prompts[i]."""
         return question_conversations(self.config.prompt, prompts, contexts)
 
-    def _settings(self, settings: GenerationSettings | None, overrides: dict) -> GenerationSettings:
+    def generation_settings(self, settings: GenerationSettings | None, overrides: dict) -> GenerationSettings:
+        """`settings` (default: the checkpoint's) with `overrides` (GenerationSettings fields) applied."""
         if settings is not None and not isinstance(settings, GenerationSettings):
             raise ConfigError(f"settings must be a GenerationSettings, not {type(settings).__name__}")
         return (settings or self.config.generation).replace(**overrides)
@@ -209,7 +210,8 @@ class GMSA(nn.Module):
         """
         if not conversations:
             return []
-        resolved, processors = self._settings(settings, overrides), quote_processors(self.tokenizer, quote_from)
+        resolved, processors = self.generation_settings(settings, overrides), quote_processors(self.tokenizer,
+                                                                                               quote_from)
         if quote_from is not None and len(quote_from) != len(conversations):
             raise ValueError(f"quote_from has {len(quote_from)} entries for {len(conversations)} conversations")
         with self.lock:
@@ -227,7 +229,7 @@ class GMSA(nn.Module):
     ) -> Iterator[str]:
         """Like `generate_chat` for one conversation (quoting the texts `quote_from` when given), yielding
         text chunks token by token."""
-        resolved = self._settings(settings, overrides)
+        resolved = self.generation_settings(settings, overrides)
         processors = quote_processors(self.tokenizer, None if quote_from is None else [quote_from])
         with self.lock, torch.no_grad():
             embeds, mask, _ = self.decoder_inputs([conversation])

@@ -166,7 +166,10 @@ class ChatGMSA(GenerationFields, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        text, usage = self.runtime.generate([_role_and_text(m) for m in messages], **self._settings(stop, kwargs))
+        return self._result(*self.runtime.generate([_role_and_text(m) for m in messages],
+                                                   **self._settings(stop, kwargs)))
+
+    def _result(self, text: str, usage: Usage) -> ChatResult:
         message = AIMessage(content=text, usage_metadata=_usage_metadata(usage),
                             response_metadata=self._response_metadata(usage))
         return ChatResult(generations=[ChatGeneration(message=message)])
@@ -196,7 +199,10 @@ class ChatGMSA(GenerationFields, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
+        # Not LangChain's default (the blocking _generate in an executor thread): awaiting the batcher's future
+        # holds no thread, so every concurrent request can join one batch (benchmarks/concurrency.py).
+        return self._result(*await self.runtime.agenerate([_role_and_text(m) for m in messages],
+                                                          **self._settings(stop, kwargs)))
 
     async def _astream(
         self,

@@ -138,6 +138,10 @@ class GMSALLM(GenerationFields, CustomLLM):
         text, usage = self.runtime.generate(messages, **self._settings(kwargs))
         return CompletionResponse(text=text, additional_kwargs=_usage(usage))
 
+    async def _acomplete(self, messages: list[tuple[str, str]], kwargs: dict[str, Any]) -> CompletionResponse:
+        text, usage = await self.runtime.agenerate(messages, **self._settings(kwargs))  # no thread held (batched)
+        return CompletionResponse(text=text, additional_kwargs=_usage(usage))
+
     def _stream_complete(self, messages: list[tuple[str, str]], kwargs: dict[str, Any]) -> CompletionResponseGen:
         chunks, usage = self.runtime.stream(messages, **self._settings(kwargs))
         text = ""
@@ -171,7 +175,7 @@ class GMSALLM(GenerationFields, CustomLLM):
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return await asyncio.to_thread(self._complete, [("user", prompt)], kwargs)
+        return await self._acomplete([("user", prompt)], kwargs)
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
@@ -179,7 +183,7 @@ class GMSALLM(GenerationFields, CustomLLM):
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return self._as_chat(await asyncio.to_thread(self._complete, self._messages(messages), kwargs))
+        return self._as_chat(await self._acomplete(self._messages(messages), kwargs))
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:

@@ -4,10 +4,12 @@ cache, and turning chat messages that contain marked documents into GMSA convers
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import torch
 
 from gmsa import GMSA
 from gmsa.compress.compressor import soft_tokens_at_rates
+from gmsa.decode.batching import GenerationBatcher
 from gmsa.decode.prompt import render_chat
 from gmsa.errors import ConfigError
 from gmsa_integrations.cache import SoftTokenCache, default_cache
@@ -22,12 +25,13 @@ from gmsa_integrations.markup import MarkedDocument, split_marked
 
 logger = logging.getLogger(__name__)
 
-_models: dict[tuple[str, str, str], tuple[GMSA, str]] = {}
+_models: dict[tuple[str, str, str], tuple[GMSA, str, GenerationBatcher]] = {}
 _models_lock = threading.Lock()
 
 
-def shared_model(checkpoint: str | None, device: str | None, dtype: str | None) -> tuple[GMSA, str]:
-    """The GMSA for this checkpoint/device/dtype and its compressor fingerprint, loaded once per process."""
+def shared_model(checkpoint: str | None, device: str | None, dtype: str | None) -> tuple[GMSA, str, GenerationBatcher]:
+    """The GMSA for this checkpoint/device/dtype, its compressor fingerprint and the batcher that gathers
+    concurrent requests to it, loaded once per process."""
     from gmsa.backbone.loading import resolve_device
 
     resolved_device = str(resolve_device(device))
@@ -35,7 +39,7 @@ def shared_model(checkpoint: str | None, device: str | None, dtype: str | None) 
     with _models_lock:
         if key not in _models:
             model = GMSA.from_pretrained(checkpoint, device=resolved_device, dtype=dtype)
-            _models[key] = (model, model.compressor_fingerprint())
+            _models[key] = (model, model.compressor_fingerprint(), GenerationBatcher(model))
         return _models[key]
 
 
@@ -86,7 +90,7 @@ class GMSARuntime:
     def compress_many(self, requests: Sequence[tuple[str, int]]) -> list[torch.Tensor]:
         """Soft tokens of each (text, rate): cached ones reused, the rest compressed in one encoder pass for
         every rate (`gmsa.compress.compressor.soft_tokens_at_rates`); the cache holds each (text, rate) once."""
-        model, fingerprint = shared_model(self.checkpoint, self.device, self.dtype)
+        model, fingerprint, _ = shared_model(self.checkpoint, self.device, self.dtype)
         distinct = list(dict.fromkeys(text for text, _ in requests))
         tokens = dict(zip(distinct, map(len, model.tokenize_contexts(distinct))))
         found = [self.cache.get(fingerprint, rate, text, (math.ceil(tokens[text] / rate), model.hidden_size))
@@ -162,14 +166,30 @@ class GMSARuntime:
             return None
         return [p.text for _, text in messages for p in split_marked(text) if isinstance(p, MarkedDocument)]
 
-    def generate(self, messages: Sequence[tuple[str, str]], extractive: bool = False,
-                 **settings) -> tuple[str, Usage]:
-        """The assistant's reply to (role, text) messages; `settings` are GenerationSettings fields.
-        `extractive`: the reply quotes the compressed documents (`gmsa.decode.extractive`)."""
+    def submit(self, messages: Sequence[tuple[str, str]], extractive: bool = False,
+               **settings) -> tuple[Future, Usage]:
+        """Queue the assistant's reply to (role, text) messages: a Future of its text, and the usage so far.
+        `settings` are GenerationSettings fields; `extractive`: the reply quotes the compressed documents
+        (`gmsa.decode.extractive`). Concurrent requests share batched generate calls (`gmsa.decode.batching`)."""
         conversation, usage = self.conversation(messages)
         quotes = self.quoted_texts(messages, extractive)
-        text = self.model.generate_chat([conversation], quote_from=None if quotes is None else [quotes],
-                                        **settings)[0]
+        batcher = shared_model(self.checkpoint, self.device, self.dtype)[2]
+        return batcher.submit(conversation, quote_from=quotes, **settings), usage
+
+    def generate(self, messages: Sequence[tuple[str, str]], extractive: bool = False,
+                 **settings) -> tuple[str, Usage]:
+        """The assistant's reply to (role, text) messages and its usage (`submit`, waited for)."""
+        reply, usage = self.submit(messages, extractive, **settings)
+        text = reply.result()
+        usage.output_tokens = self.count_tokens([text])[0]
+        return text, usage
+
+    async def agenerate(self, messages: Sequence[tuple[str, str]], extractive: bool = False,
+                        **settings) -> tuple[str, Usage]:
+        """`generate` for async code: the prompt is built in a worker thread (it may compress), and the reply is
+        awaited without holding a thread, so the event loop's executor never caps how many requests batch."""
+        reply, usage = await asyncio.to_thread(self.submit, messages, extractive, **settings)
+        text = await asyncio.wrap_future(reply)
         usage.output_tokens = self.count_tokens([text])[0]
         return text, usage
 

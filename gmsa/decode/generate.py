@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from threading import Lock, Thread
@@ -12,6 +13,7 @@ from transformers import (
     LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    RepetitionPenaltyLogitsProcessor,
     TextIteratorStreamer,
 )
 
@@ -34,6 +36,28 @@ def _generation_config(tokenizer: PreTrainedTokenizerBase, settings: GenerationS
     if settings.stop:
         options.update(stop_strings=list(settings.stop))
     return GenerationConfig(**options)
+
+
+class _QuietPenaltyOverride(logging.Filter):
+    """Drops transformers' notice that our repetition penalty replaces its own (`_processors` does it on purpose)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "RepetitionPenaltyLogitsProcessor" not in record.getMessage()
+
+
+logging.getLogger("transformers.generation.utils").addFilter(_QuietPenaltyOverride())
+
+
+def _processors(settings: GenerationSettings, extra: LogitsProcessorList | None) -> LogitsProcessorList:
+    """The repetition penalty over the generated tokens of each row, then `extra`.
+
+    transformers' own penalty, given `inputs_embeds` and a left-padded batch, skips each row's first p generated
+    tokens (p: the row's padding, meant for prompt ids that embeds do not have; 5.23), so a batched answer differed
+    from the same question asked alone; newer releases drop the penalty for embeds. Ours, of the same class, takes
+    its place in the list (same order) and penalises every generated token, batched or not.
+    """
+    own = [RepetitionPenaltyLogitsProcessor(settings.repetition_penalty)] if settings.repetition_penalty != 1.0 else []
+    return LogitsProcessorList(own + list(extra or []))
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
@@ -62,7 +86,7 @@ def generate_ids(
             generation_config=_generation_config(tokenizer, settings),
             tokenizer=tokenizer if settings.stop else None,
             streamer=streamer,
-            logits_processor=logits_processor,
+            logits_processor=_processors(settings, logits_processor),
         )
 
 

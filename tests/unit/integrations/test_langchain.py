@@ -169,3 +169,25 @@ def test_a_budgeted_chain_reads_text_and_soft_documents_as_the_engine_does(check
         GMSACompressor(rate=2, budget=0.5)
     with pytest.raises(ValidationError, match="budget=1.5 is invalid"):
         GMSACompressor(budget=1.5)
+
+
+def test_concurrent_invokes_batch_and_abatch_share_generate_calls_with_the_sequential_answers(checkpoint):
+    from gmsa_integrations.runtime import shared_model
+
+    compressor = GMSACompressor(checkpoint=checkpoint, device="cpu", rate=2)
+    llm = ChatGMSA(checkpoint=checkpoint, device="cpu", max_tokens=6)
+    prompts = [d.page_content + f"\nQuestion {i}?" for i, d in
+               enumerate(compressor.compress_documents([Document(d) for d in DOCS * 3], ""))]
+    sequential = [llm.invoke(p).text for p in prompts]
+    batcher = shared_model(checkpoint, "cpu", None)[2]
+    batcher.window, before = 0.2, len(batcher.batch_sizes)
+    try:
+        assert [m.text for m in llm.batch(prompts, config={"max_concurrency": len(prompts)})] == sequential
+        threaded = batcher.batch_sizes[before:]
+        before = len(batcher.batch_sizes)
+        assert [m.text for m in asyncio.run(llm.abatch(prompts))] == sequential
+        awaited = batcher.batch_sizes[before:]
+    finally:
+        batcher.window = 0.01
+    assert sum(threaded) == sum(awaited) == len(prompts)
+    assert max(threaded) > 1 and max(awaited) > 1, (threaded, awaited)

@@ -136,3 +136,21 @@ def test_a_budgeted_query_engine_reads_text_and_soft_nodes_as_the_engine_does(ti
                                             [planned_contexts(model, DOCS, chosen)])
     torch.testing.assert_close(model.decoder_inputs([conversation])[0], model.decoder_inputs(expected)[0])
     assert usage.soft_tokens == chosen.soft_tokens
+
+
+def test_concurrent_async_completions_share_generate_calls_with_the_sequential_answers(llm):
+    from gmsa_integrations.runtime import shared_model
+
+    prompts = [f"Where is {place}?" for place in ("Paris", "Rome", "the fox", "a soft token", "Berlin", "the dog")]
+    sequential = [llm.complete(p).text for p in prompts]
+    batcher = shared_model(llm.checkpoint, "cpu", None)[2]
+    batcher.window, before = 0.2, len(batcher.batch_sizes)
+
+    async def run():
+        return await asyncio.gather(*[llm.acomplete(p) for p in prompts])
+
+    try:
+        assert [r.text for r in asyncio.run(run())] == sequential
+    finally:
+        batcher.window = 0.01
+    assert max(batcher.batch_sizes[before:]) > 1, batcher.batch_sizes[before:]
