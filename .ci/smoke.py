@@ -25,6 +25,12 @@ retriever = ContextualCompressionRetriever(base_compressor=GMSACompressor(device
 reply = build_chain(retriever, ChatGMSA(device="cpu", max_tokens=48)).invoke("What does GMSA compress?")
 print(f"langchain: {reply!r}")
 assert reply.strip()
+capital = {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Berlin"]}},
+           "required": ["city"]}
+parsed = ChatGMSA(device="cpu", max_tokens=24).with_structured_output(capital).invoke(
+    "Paris is the capital of France.\nWhich city is the capital of France?")
+print(f"structured: {parsed!r}")
+assert parsed["city"] in {"Paris", "Berlin"}
 
 from llama_index.core import Document, VectorStoreIndex  # noqa: E402
 

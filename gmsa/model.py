@@ -26,9 +26,9 @@ from gmsa.backbone.loading import load_base, resolve_device, resolve_dtype
 from gmsa.compress import compressor
 from gmsa.compress.align import LayerSemanticAlignment
 from gmsa.config import EMBEDDED_BASE, GenerationSettings, GMSAConfig
-from gmsa.decode.extractive import quote_processors
 from gmsa.decode.generate import decode_texts, generate_ids, stream_text
 from gmsa.decode.prompt import ChatMessage, Context, check_positions, decoder_inputs, question_conversations
+from gmsa.decode.structured import answer_processors
 from gmsa.errors import ConfigError
 from gmsa.plan import Budget, Plan
 
@@ -193,44 +193,38 @@ class GMSA(nn.Module):
         return (settings or self.config.generation).replace(**overrides)
 
     @torch.no_grad()
-    def generate_chat(
-        self,
-        conversations: Sequence[Sequence[ChatMessage]],
-        settings: GenerationSettings | None = None,
-        quote_from: Sequence[Sequence[str]] | None = None,
-        **overrides,
-    ) -> list[str]:
-        """Generate the next assistant turn of each conversation.
+    def generate_chat(self, conversations: Sequence[Sequence[ChatMessage]], settings: GenerationSettings | None = None,
+                      quote_from: Sequence[Sequence[str]] | None = None,
+                      json_schema: Sequence[dict | None] | None = None, **overrides) -> list[str]:
+        """Generate the next assistant turn of each conversation (a batch gives the same outputs as one-by-one calls).
 
         A message's content is a string or a list of text pieces and soft tokens (m, H), e.g.
         `{"role": "user", "content": [soft_a, "\\n", soft_b, "\\nWhat is ...?"]}`. `overrides` are
         GenerationSettings fields (max_new_tokens, do_sample, temperature, top_p, repetition_penalty,
-        stop). `quote_from[i]`, when given, holds texts that answer i must quote (`gmsa.decode.extractive`).
-        A batch gives the same outputs as one-by-one calls.
+        stop). `quote_from[i]`, when given, holds texts that answer i must quote (`gmsa.decode.extractive`);
+        `json_schema[i]` a JSON schema answer i must follow (`gmsa.decode.structured`; None: free).
         """
         if not conversations:
             return []
-        resolved, processors = self.generation_settings(settings, overrides), quote_processors(self.tokenizer,
-                                                                                               quote_from)
-        if quote_from is not None and len(quote_from) != len(conversations):
-            raise ValueError(f"quote_from has {len(quote_from)} entries for {len(conversations)} conversations")
+        for name, given in (("quote_from", quote_from), ("json_schema", json_schema)):
+            if given is not None and len(given) != len(conversations):
+                raise ValueError(f"{name} has {len(given)} entries for {len(conversations)} conversations")
+        resolved = self.generation_settings(settings, overrides)
+        processors = answer_processors(self.tokenizer, quote_from, json_schema)
         with self.lock:
             embeds, mask, _ = self.decoder_inputs(conversations)
             check_positions(self.base.config, mask, resolved.max_new_tokens)
             ids = generate_ids(self.base, self.tokenizer, embeds, mask, resolved, logits_processor=processors)
         return decode_texts(self.tokenizer, ids, resolved, quote_from)
 
-    def stream_chat(
-        self,
-        conversation: Sequence[ChatMessage],
-        settings: GenerationSettings | None = None,
-        quote_from: Sequence[str] | None = None,
-        **overrides,
-    ) -> Iterator[str]:
-        """Like `generate_chat` for one conversation (quoting the texts `quote_from` when given), yielding
-        text chunks token by token."""
+    def stream_chat(self, conversation: Sequence[ChatMessage], settings: GenerationSettings | None = None,
+                    quote_from: Sequence[str] | None = None, json_schema: dict | None = None,
+                    **overrides) -> Iterator[str]:
+        """Like `generate_chat` for one conversation (quoting the texts `quote_from`, or following `json_schema`,
+        when given), yielding text chunks token by token."""
         resolved = self.generation_settings(settings, overrides)
-        processors = quote_processors(self.tokenizer, None if quote_from is None else [quote_from])
+        processors = answer_processors(self.tokenizer, None if quote_from is None else [quote_from],
+                                       None if json_schema is None else [json_schema])
         with self.lock, torch.no_grad():
             embeds, mask, _ = self.decoder_inputs([conversation])
         check_positions(self.base.config, mask, resolved.max_new_tokens)

@@ -40,12 +40,14 @@ from langchain_core.messages import (  # noqa: E402
 from langchain_core.messages.ai import UsageMetadata  # noqa: E402
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
+from langchain_core.runnables import Runnable  # noqa: E402
 from pydantic import ConfigDict, Field  # noqa: E402
 
 from gmsa_integrations.aio import iterate_in_thread  # noqa: E402
 from gmsa_integrations.fields import CompressorFields, GenerationFields  # noqa: E402
 from gmsa_integrations.runtime import Usage, generation_settings  # noqa: E402
 from gmsa_integrations.selection import select_for_query  # noqa: E402
+from gmsa_integrations.structured import structured_output  # noqa: E402
 
 __all__ = ["ChatGMSA", "GMSACompressor", "MiniLMEmbeddings", "gmsa_qa_prompt"]
 
@@ -150,10 +152,27 @@ class ChatGMSA(GenerationFields, BaseChatModel):
         return params
 
     def _settings(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        return generation_settings(kwargs.get("max_tokens", self.max_tokens),
-                                   kwargs.get("temperature", self.temperature), kwargs.get("top_p", self.top_p),
-                                   kwargs.get("repetition_penalty", self.repetition_penalty), stop or self.stop,
-                                   kwargs.get("extractive", self.extractive))
+        settings = generation_settings(kwargs.get("max_tokens", self.max_tokens),
+                                       kwargs.get("temperature", self.temperature), kwargs.get("top_p", self.top_p),
+                                       kwargs.get("repetition_penalty", self.repetition_penalty), stop or self.stop,
+                                       kwargs.get("extractive", self.extractive))
+        return {**settings, "json_schema": kwargs.get("response_format")}  # with_structured_output binds it
+
+    def with_structured_output(self, schema: Any = None, *, method: str = "json_schema", include_raw: bool = False,
+                               strict: bool | None = None, **kwargs: Any) -> Runnable:
+        """Replies as JSON for `schema` (a pydantic class, a TypedDict or a JSON schema), decoded under that schema
+        (`gmsa_integrations.structured`) and returned parsed; `method` "json_mode" with no schema: any JSON object.
+
+            class City(BaseModel):
+                name: str
+                country: str
+
+            ChatGMSA(max_tokens=48).with_structured_output(City).invoke(compressed_context + "\\nWhich city?")
+        """
+        if kwargs:
+            raise ValueError(f"unsupported arguments {sorted(kwargs)}")
+        llm = self if self.repetition_penalty is not None else self.bind(repetition_penalty=1.0)  # JSON repeats
+        return structured_output(llm, schema, method, include_raw, strict)
 
     def _response_metadata(self, usage: Usage) -> dict[str, Any]:
         return {"model_name": self.model_name, "model_provider": "gmsa", "soft_tokens": usage.soft_tokens,

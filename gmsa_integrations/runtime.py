@@ -166,34 +166,35 @@ class GMSARuntime:
             return None
         return [p.text for _, text in messages for p in split_marked(text) if isinstance(p, MarkedDocument)]
 
-    def submit(self, messages: Sequence[tuple[str, str]], extractive: bool = False,
+    def submit(self, messages: Sequence[tuple[str, str]], extractive: bool = False, json_schema: dict | None = None,
                **settings) -> tuple[Future, Usage]:
         """Queue the assistant's reply to (role, text) messages: a Future of its text, and the usage so far.
         `settings` are GenerationSettings fields; `extractive`: the reply quotes the compressed documents
-        (`gmsa.decode.extractive`). Concurrent requests share batched generate calls (`gmsa.decode.batching`)."""
+        (`gmsa.decode.extractive`); `json_schema`: the reply is JSON following it (`gmsa.decode.structured`).
+        Concurrent requests share batched generate calls (`gmsa.decode.batching`)."""
         conversation, usage = self.conversation(messages)
         quotes = self.quoted_texts(messages, extractive)
         batcher = shared_model(self.checkpoint, self.device, self.dtype)[2]
-        return batcher.submit(conversation, quote_from=quotes, **settings), usage
+        return batcher.submit(conversation, quote_from=quotes, json_schema=json_schema, **settings), usage
 
-    def generate(self, messages: Sequence[tuple[str, str]], extractive: bool = False,
+    def generate(self, messages: Sequence[tuple[str, str]], extractive: bool = False, json_schema: dict | None = None,
                  **settings) -> tuple[str, Usage]:
         """The assistant's reply to (role, text) messages and its usage (`submit`, waited for)."""
-        reply, usage = self.submit(messages, extractive, **settings)
+        reply, usage = self.submit(messages, extractive, json_schema, **settings)
         text = reply.result()
         usage.output_tokens = self.count_tokens([text])[0]
         return text, usage
 
     async def agenerate(self, messages: Sequence[tuple[str, str]], extractive: bool = False,
-                        **settings) -> tuple[str, Usage]:
+                        json_schema: dict | None = None, **settings) -> tuple[str, Usage]:
         """`generate` for async code: the prompt is built in a worker thread (it may compress), and the reply is
         awaited without holding a thread, so the event loop's executor never caps how many requests batch."""
-        reply, usage = await asyncio.to_thread(self.submit, messages, extractive, **settings)
+        reply, usage = await asyncio.to_thread(self.submit, messages, extractive, json_schema, **settings)
         text = await asyncio.wrap_future(reply)
         usage.output_tokens = self.count_tokens([text])[0]
         return text, usage
 
-    def stream(self, messages: Sequence[tuple[str, str]], extractive: bool = False,
+    def stream(self, messages: Sequence[tuple[str, str]], extractive: bool = False, json_schema: dict | None = None,
                **settings) -> tuple[Iterator[str], Usage]:
         """Reply chunks as they come, and the usage (output_tokens filled in once the chunks run out)."""
         conversation, usage = self.conversation(messages)
@@ -201,7 +202,7 @@ class GMSARuntime:
 
         def chunks() -> Iterator[str]:
             text = ""
-            for chunk in self.model.stream_chat(conversation, quote_from=quotes, **settings):
+            for chunk in self.model.stream_chat(conversation, quote_from=quotes, json_schema=json_schema, **settings):
                 text += chunk
                 yield chunk
             usage.output_tokens = self.count_tokens([text.strip()])[0]  # as generate() counts its stripped reply

@@ -37,13 +37,15 @@ class _Request:
     conversation: Sequence[ChatMessage]
     settings: GenerationSettings
     quote_from: Sequence[str] | None
+    json_schema: dict | None
     reply: Future = dataclasses.field(default_factory=Future)
 
     def group(self) -> tuple:
-        """Requests that can share one generate call: same settings, both quoting or both not; sampled: alone."""
+        """Requests that can share one generate call: same settings, the same kind of constraint (quotes, JSON of
+        any schema, none); sampled: alone."""
         if self.settings.do_sample:
             return ("sampled", id(self))
-        return (dataclasses.astuple(self.settings), self.quote_from is None)
+        return (dataclasses.astuple(self.settings), self.quote_from is None, self.json_schema is None)
 
 
 class GenerationBatcher:
@@ -67,16 +69,18 @@ class GenerationBatcher:
         """The size of every generate call so far (for benchmarks and tests)."""
 
     def generate(self, conversation: Sequence[ChatMessage], settings: GenerationSettings | None = None,
-                 quote_from: Sequence[str] | None = None, **overrides) -> str:
+                 quote_from: Sequence[str] | None = None, json_schema: dict | None = None, **overrides) -> str:
         """The next assistant turn of `conversation`, as `GMSA.generate_chat([conversation], ...)[0]` gives it;
-        `quote_from`: texts the reply must quote (`gmsa.decode.extractive`)."""
-        return self.submit(conversation, settings, quote_from, **overrides).result()
+        `quote_from`: texts the reply must quote (`gmsa.decode.extractive`); `json_schema`: the JSON schema it
+        must follow (`gmsa.decode.structured`)."""
+        return self.submit(conversation, settings, quote_from, json_schema, **overrides).result()
 
     def submit(self, conversation: Sequence[ChatMessage], settings: GenerationSettings | None = None,
-               quote_from: Sequence[str] | None = None, **overrides) -> Future:
+               quote_from: Sequence[str] | None = None, json_schema: dict | None = None, **overrides) -> Future:
         """Like `generate`, without waiting: a Future of the reply (async code awaits `asyncio.wrap_future(it)`,
         holding no thread while the decoder works)."""
-        request = _Request(conversation, self.model.generation_settings(settings, overrides), quote_from)
+        request = _Request(conversation, self.model.generation_settings(settings, overrides), quote_from,
+                           json_schema)
         with self._ready:
             self._queue.append(request)
             if self._worker is None or not self._worker.is_alive():
@@ -102,11 +106,12 @@ class GenerationBatcher:
                 self._run(requests)
 
     def _run(self, requests: list[_Request]) -> None:
-        quoting = requests[0].quote_from is not None
+        quoting, structured = requests[0].quote_from is not None, requests[0].json_schema is not None
         try:
             self.batch_sizes.append(len(requests))
             replies = self.model.generate_chat([r.conversation for r in requests], requests[0].settings,
-                                               [r.quote_from for r in requests] if quoting else None)
+                                               [r.quote_from for r in requests] if quoting else None,
+                                               [r.json_schema for r in requests] if structured else None)
         except BaseException as error:  # noqa: BLE001 - handed to the callers, never lost in this thread
             if len(requests) > 1:
                 for request in requests:  # find the request at fault; the others still get their replies

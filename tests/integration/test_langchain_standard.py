@@ -23,11 +23,11 @@ class TestChatGMSAIntegration(ChatModelIntegrationTests):
 
     @property
     def has_structured_output(self) -> bool:
-        return False  # structured output needs tool calling or a JSON mode, which it lacks
+        return True  # decoded under the schema (gmsa.decode.structured)
 
     @property
     def supports_json_mode(self) -> bool:
-        return False
+        return True
 
     @property
     def supports_image_inputs(self) -> bool:

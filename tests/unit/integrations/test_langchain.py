@@ -45,7 +45,7 @@ class TestChatGMSAUnit(ChatModelUnitTests):
 
     @property
     def has_structured_output(self) -> bool:
-        return False
+        return True
 
 
 def test_construction_loads_no_weights(checkpoint):
@@ -191,3 +191,35 @@ def test_concurrent_invokes_batch_and_abatch_share_generate_calls_with_the_seque
         batcher.window = 0.01
     assert sum(threaded) == sum(awaited) == len(prompts)
     assert max(threaded) > 1 and max(awaited) > 1, (threaded, awaited)
+
+
+def test_structured_output_is_decoded_under_the_schema_in_every_form(checkpoint):
+    from typing import Literal
+
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        city: Literal["Paris", "Rome"]  # bounded values: the random model would write a free string until the limit
+        capital: bool
+
+    llm = ChatGMSA(checkpoint=checkpoint, device="cpu", max_tokens=60)
+    plain = llm.invoke("Which city?").text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(plain)  # the random model does not write JSON by itself
+    structured = llm.with_structured_output(City)
+    answer = structured.invoke("Which city?")
+    assert isinstance(answer, City)
+    as_dict = llm.with_structured_output(City.model_json_schema()).invoke("Which city?")
+    assert as_dict == answer.model_dump()
+    raw = llm.with_structured_output(City, include_raw=True).invoke("Which city?")
+    assert raw["parsed"] == answer and raw["parsing_error"] is None and json.loads(raw["raw"].content) == as_dict
+    assert list(structured.stream("Which city?"))[-1] == answer
+    assert asyncio.run(structured.abatch(["Which city?"] * 3)) == [answer] * 3
+    assert llm.with_structured_output(City, method="json_mode").invoke("Which city?") == answer
+    assert isinstance(llm.with_structured_output(None, method="json_mode").invoke("Which city?"), dict)
+    cut = ChatGMSA(checkpoint=checkpoint, device="cpu", max_tokens=5).with_structured_output(City, include_raw=True)
+    assert cut.invoke("Which city?")["parsing_error"] is not None  # JSON cut by max_tokens is reported, not raised
+    with pytest.raises(ValueError, match="method='tools' is not one ChatGMSA supports"):
+        llm.with_structured_output(City, method="tools")
+    with pytest.raises(ValueError, match="needs a schema"):
+        llm.with_structured_output(None)
