@@ -4,6 +4,7 @@ from gmsa.answer import Answer
 from gmsa.config import EMBEDDED_BASE, GenerationSettings, GMSAConfig, PromptFormat
 from gmsa.errors import CheckpointError, ConfigError, DataError, GMSAError
 from gmsa.model import GMSA
+from gmsa.store import SoftTokenStore, ingest
 
 __all__ = [
     "EMBEDDED_BASE",
@@ -16,5 +17,7 @@ __all__ = [
     "GMSAError",
     "GenerationSettings",
     "PromptFormat",
+    "SoftTokenStore",
+    "ingest",
 ]
 __version__ = "0.1.0"

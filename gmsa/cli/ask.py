@@ -9,6 +9,7 @@ import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from gmsa.cli import index
 from gmsa.cli.arguments import budget_argument, positive_int
 from gmsa.config import BASE_DTYPES
 from gmsa.data import iter_jsonl, parse_qa, read_documents
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ask = commands.add_parser("ask", help="answer a question over documents through GMSA")
     add_arguments(ask)
     ask.set_defaults(run=run)
+    index.register(commands)
     # Commands of optional layers (`gmsa rag`, from gmsa_integrations) register through an entry point, so
     # the core never imports them: group "gmsa.commands", each a function that adds its sub-parser.
     for command in entry_points(group="gmsa.commands"):

