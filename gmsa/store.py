@@ -167,10 +167,12 @@ def ingest(model: GMSA, documents: Iterable[object], path: str | Path, *, dtype:
 
 
 def check_shard(path: Path) -> str | None:
-    """What is wrong with a shard file (its tensors against their digest), or None."""
+    """What is wrong with a shard file (its tensors against their digest, NaN or Inf), or None."""
     with safe_open(path, framework="pt") as handle:
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        return digest_problem(tensors, handle.metadata() or {})
+        metadata = handle.metadata() or {}
+    broken = [key for key, soft in tensors.items() if not bool(soft.float().isfinite().all())]
+    return digest_problem(tensors, metadata) or (f"NaN or Inf in {len(broken)} entries" if broken else None)
 
 
 def texts_of(documents: Sequence[object]) -> list[str]:

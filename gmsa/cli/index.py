@@ -17,6 +17,7 @@ from pathlib import Path
 from gmsa.cli.arguments import positive_int
 from gmsa.config import BASE_DTYPES
 from gmsa.data import read_documents
+from gmsa.errors import GMSAError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store-dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16",
                         help="how soft tokens are kept (default bfloat16: 2 bytes a value)")
     parser.add_argument("--shard-texts", type=positive_int, default=512, help="texts per shard file")
+    parser.add_argument("--verify", action="store_true",
+                        help="then check every shard of the store against its sha256 digest (reads it all)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,6 +60,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"store:  {args.out} ({len(store)} entries: texts x rates {store.rates}, {len(shards)} shards, "
           f"{size / 2**20:.1f} MiB, {store.manifest['dtype']})")
     print(f"time:   {seconds:.1f} s for {len(texts)} texts on {model.device} (model load {loaded:.1f} s)")
+    if args.verify:
+        from gmsa.store import check_shard
+
+        problems = [f"{shard.name}: {problem}" for shard in shards if (problem := check_shard(shard))]
+        if problems:
+            raise GMSAError(f"{len(problems)} damaged shard(s), delete them and run gmsa index again: "
+                            + "; ".join(problems))
+        print(f"verify: {len(shards)} shards match their digests")
     return 0
 
 

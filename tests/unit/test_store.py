@@ -80,7 +80,16 @@ def test_gmsa_index_cli_and_two_torchrun_processes_build_the_same_store(tiny_che
     assert main(["index", str(corpus), "--out", str(tmp_path / "one"), "--checkpoint", str(tiny_checkpoint),
                  "--device", "cpu", "--shard-texts", "10"]) == 0
     assert main(["index", str(corpus), "--out", str(tmp_path / "one"), "--checkpoint", str(tiny_checkpoint),
-                 "--device", "cpu"]) == 0  # a finished store: nothing left to do, nothing rewritten
+                 "--device", "cpu", "--verify"]) == 0  # a finished store: nothing left to do, nothing rewritten
+    shard = sorted((tmp_path / "one").glob("shard-*"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-3] ^= 0xFF  # one flipped byte in the last tensor
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for file in (tmp_path / "one").iterdir():
+        (damaged / file.name).write_bytes(data if file == shard else file.read_bytes())
+    assert main(["index", str(corpus), "--out", str(damaged), "--checkpoint", str(tiny_checkpoint),
+                 "--device", "cpu", "--verify"]) == 2
     one = SoftTokenStore(tmp_path / "one")
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gmsa.cli.index",
