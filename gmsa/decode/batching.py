@@ -2,7 +2,8 @@
 
 A server (or a LangChain `batch`, a LlamaIndex async engine) calls the model from many threads at once.
 Run one by one, each request waits for the others' whole generation; batched, the decoder reads all their
-prompts in one left-padded pass per token, which costs little more than one on a GPU and on a CPU alike.
+prompts in one left-padded pass per token. On a GPU that costs little more than one request; on a CPU the
+prompts' prefill is compute-bound and only the decode steps are saved (BENCHMARKS.md, concurrent requests).
 
 `GenerationBatcher.generate` blocks its caller until the reply is ready. A worker thread takes what is queued,
 waits `window` seconds for more (up to `max_batch`), and runs one `GMSA.generate_chat` per group of requests
@@ -66,7 +67,7 @@ class GenerationBatcher:
         self._ready = threading.Condition()
         self._worker: threading.Thread | None = None
         self.batch_sizes: list[int] = []
-        """The size of every generate call so far (for benchmarks and tests)."""
+        """The size of every generate call so far, the latest 10,000 (for benchmarks and tests)."""
 
     def generate(self, conversation: Sequence[ChatMessage], settings: GenerationSettings | None = None,
                  quote_from: Sequence[str] | None = None, json_schema: dict | None = None, **overrides) -> str:
@@ -109,6 +110,8 @@ class GenerationBatcher:
         quoting, structured = requests[0].quote_from is not None, requests[0].json_schema is not None
         try:
             self.batch_sizes.append(len(requests))
+            if len(self.batch_sizes) > 10_000:
+                del self.batch_sizes[:5_000]
             replies = self.model.generate_chat([r.conversation for r in requests], requests[0].settings,
                                                [r.quote_from for r in requests] if quoting else None,
                                                [r.json_schema for r in requests] if structured else None)
