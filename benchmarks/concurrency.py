@@ -55,7 +55,8 @@ def measure(args: argparse.Namespace) -> dict:
     from gmsa_integrations.runtime import shared_model
 
     examples = read_qa(args.data, limit=args.requests)
-    compressor = GMSACompressor(checkpoint=args.checkpoint, device=args.device, budget=args.budget)
+    compressor = GMSACompressor(checkpoint=args.checkpoint, device=args.device, budget=args.budget,
+                                relevance=args.relevance)
     llm = ChatGMSA(checkpoint=args.checkpoint, device=args.device, max_tokens=args.max_new_tokens)
     answer_chain = create_stuff_documents_chain(llm, gmsa_qa_prompt(), document_separator="\n")
 
@@ -75,7 +76,7 @@ def measure(args: argparse.Namespace) -> dict:
     llm.invoke("Hello")
     batcher = shared_model(args.checkpoint, args.device, None)[2]
     result: dict = {"source": str(args.data), "requests": len(examples), "documents": args.documents,
-                    "budget": str(args.budget), "max_new_tokens": args.max_new_tokens,
+                    "budget": str(args.budget), "relevance": args.relevance, "max_new_tokens": args.max_new_tokens,
                     "device": str(batcher.model.device), "machine": platform.processor() or platform.machine(),
                     "torch_threads": torch.get_num_threads(), "modes": {}}
 
@@ -149,6 +150,7 @@ def prefill_share(args, compressor, examples, model) -> dict:
 
 def report(result: dict) -> str:
     lines = [f"{result['requests']} requests (nq_dev, {result['documents']} documents, budget {result['budget']}, "
+             f"relevance {result.get('relevance', 'minilm')}, "
              f"up to {result['max_new_tokens']} answer tokens), {result['device']}, {result['torch_threads']} threads",
              "| mode | requests/s (x sequential) | p50 s | p95 s | answers = sequential | batch sizes |",
              "|---|---:|---:|---:|---:|---|"]
@@ -194,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=positive_int, default=16, help="first N questions, one request each")
     parser.add_argument("--documents", type=positive_int, default=5, help="documents per question")
     parser.add_argument("--budget", type=budget_argument, default=0.25, help="GMSACompressor's budget")
+    parser.add_argument("--relevance", choices=("minilm", "order"), default="minilm",
+                        help="GMSACompressor's relevance: MiniLM per request, or the documents' order (a retriever's "
+                             "ranking, no MiniLM call)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=32)
     parser.add_argument("--checkpoint", help="default: the bundled default")
     parser.add_argument("--device", help="default: cuda when available")
