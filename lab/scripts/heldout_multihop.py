@@ -5,7 +5,8 @@ The shipped default's first KEFT stage (`recipes/default-keft.yaml`) and the fin
 0; the later stages read NQ only. This replays the training sampler (`gmsa.training.loop._draw` over the pool
 `gmsa.training.setup` builds: every record with an answer, in file order, the last `eval_samples` held out) and
 writes the 2wikimqa / hotpotqa / musique records no step drew, as they are, to one JSONL for `gmsa-eval qa`
-(runs/heldout-multihop.jsonl), and lists them as file:line.
+(runs/heldout-multihop.jsonl), with a 120-record subset (every k-th record, 40 of each file:
+runs/heldout-multihop-120.jsonl), and lists them as file:line.
 
     python lab/scripts/heldout_multihop.py > lab/results/heldout-multihop/README.md
 """
@@ -35,6 +36,9 @@ def main() -> None:
     kept = [item for item in train if item[0] in MULTI_HOP and id(item) not in drawn]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("".join(item[1] + "\n" for item in kept), encoding="utf-8")
+    subset = [item for name in MULTI_HOP for group in [[i for i in kept if i[0] == name]]
+              for item in group[:: max(1, len(group) // 40)][:40]]  # every k-th record, up to 40 of each file
+    OUT.with_name("heldout-multihop-120.jsonl").write_text("".join(item[1] + "\n" for item in subset), "utf-8")
     total = {name: sum(1 for s in train if s[0] == name) for name in MULTI_HOP}
     never = {name: sum(1 for s in train if s[0] == name and id(s) not in drawn) for name in MULTI_HOP}
     print(f"# Multi-hop records KEFT never drew ({config.steps} steps x {config.batch_size}, seed {config.seed})\n")
