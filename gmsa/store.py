@@ -24,19 +24,15 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from gmsa.compress.compressor import soft_tokens_at_rates
+from gmsa.compress.compressor import Parts, compressor_fingerprint, soft_tokens_at_rates, tokenize_contexts
 from gmsa.errors import ConfigError, GMSAError
 from gmsa.integrity import DIGEST_KEY, digest_problem, tensor_digest
-
-if TYPE_CHECKING:
-    from gmsa.model import GMSA
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +51,19 @@ class SoftTokenStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        manifest = self.path / MANIFEST
-        if not manifest.is_file():
+        if not (self.path / MANIFEST).is_file():
             raise GMSAError(f"{self.path} is not a soft-token store (no {MANIFEST}): build one with gmsa index")
-        self.manifest = json.loads(manifest.read_text(encoding="utf-8"))
+        self.manifest = _read_manifest(self.path / MANIFEST)
         self.fingerprint, self.rates = self.manifest["fingerprint"], list(self.manifest["rates"])
         self._where: dict[str, Path] = {}
         self._warned = False
         for shard in sorted(p for p in self.path.iterdir() if SHARD.fullmatch(p.name)):
-            with safe_open(shard, framework="pt") as handle:
-                self._where.update(dict.fromkeys(handle.keys(), shard))
+            try:
+                with safe_open(shard, framework="pt") as handle:
+                    self._where.update(dict.fromkeys(handle.keys(), shard))
+            except (SafetensorError, OSError) as error:
+                raise GMSAError(f"{shard} cannot be read ({error}): delete it and run gmsa index again, which "
+                                "compresses its texts anew (nothing else is lost)") from None
 
     def __len__(self) -> int:
         return len(self._where)
@@ -92,14 +91,27 @@ class SoftTokenStore:
         return soft
 
 
-def _open_store(path: Path, model: GMSA, dtype: str) -> SoftTokenStore:
+def _read_manifest(path: Path) -> dict:
+    """A store's manifest; damaged or incomplete, a GMSAError naming it."""
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise GMSAError(f"{path} is damaged ({error}): rebuild the store with gmsa index into a new folder") from None
+    missing = [k for k in ("fingerprint", "rates", "dtype", "hidden_size") if not isinstance(manifest, dict)
+               or k not in manifest]
+    if missing:
+        raise GMSAError(f"{path} lacks {', '.join(missing)}: it was not written by gmsa index")
+    return manifest
+
+
+def _open_store(path: Path, model: Parts, dtype: str) -> SoftTokenStore:
     """The store at `path`, created for `model` when the folder is new or empty; a store of another compressor
     or dtype is refused (it would mix soft tokens)."""
-    wanted = {"format": 1, "fingerprint": model.compressor_fingerprint(), "rates": list(model.config.rates),
+    wanted = {"format": 1, "fingerprint": compressor_fingerprint(model), "rates": list(model.config.rates),
               "dtype": dtype, "hidden_size": model.hidden_size, "base_model": model.config.base_model}
     manifest = path / MANIFEST
     if manifest.is_file():
-        found = json.loads(manifest.read_text(encoding="utf-8"))
+        found = _read_manifest(manifest)
         differ = [k for k in ("fingerprint", "rates", "dtype", "hidden_size") if found.get(k) != wanted[k]]
         if differ:
             raise GMSAError(f"{path} holds a store of another compressor or layout ({', '.join(differ)} differ): "
@@ -120,7 +132,7 @@ def _write_shard(path: Path, tensors: dict[str, torch.Tensor], fingerprint: str)
     os.replace(temporary, path)
 
 
-def ingest(model: GMSA, documents: Iterable[object], path: str | Path, *, dtype: str = "bfloat16",
+def ingest(model: Parts, documents: Iterable[object], path: str | Path, *, dtype: str = "bfloat16",
            shard_texts: int = 512, rank: int | None = None, world_size: int | None = None,
            progress: bool = True) -> SoftTokenStore:
     """Compress every document the store at `path` lacks, at every rate of `model`, into new shards; returns the
@@ -142,12 +154,14 @@ def ingest(model: GMSA, documents: Iterable[object], path: str | Path, *, dtype:
     for leftover in path.glob(f".shard-r{rank}-*.safetensors.tmp"):  # what a killed run of this rank was writing
         leftover.unlink()
     rates = list(model.config.rates)
+    if isinstance(documents, (str, bytes)):
+        raise ConfigError("documents must be a list of texts, Documents or nodes, not one string (wrap it in a list)")
     distinct = [t for t in dict.fromkeys(texts_of(list(documents))) if t.strip()]
     mine = [t for i, t in enumerate(distinct) if i % world_size == rank]
     todo = [t for t in mine if not all(text_key(t, r) in store for r in rates)]
     written = [int(m.group(2)) for p in path.iterdir() if (m := SHARD.fullmatch(p.name)) and int(m.group(1)) == rank]
     number = max(written, default=-1) + 1
-    lengths = dict(zip(todo, map(len, model.tokenize_contexts(todo))))
+    lengths = dict(zip(todo, map(len, tokenize_contexts(model.tokenizer, todo))))
     todo.sort(key=lambda t: -lengths[t])  # length-sorted: neighbours share a padded batch
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="text", desc=f"gmsa index (rank {rank})",
                disable=not progress)
@@ -157,7 +171,7 @@ def ingest(model: GMSA, documents: Iterable[object], path: str | Path, *, dtype:
         for offset in range(0, len(chunk), 64):
             part = chunk[offset: offset + 64]
             with model.lock, torch.no_grad():
-                soft = soft_tokens_at_rates(model, model.tokenize_contexts(part), [rates] * len(part))
+                soft = soft_tokens_at_rates(model, tokenize_contexts(model.tokenizer, part), [rates] * len(part))
             for text, by_rate in zip(part, soft):
                 for rate, tokens in by_rate.items():
                     tensors[text_key(text, rate)] = tokens.to(DTYPES[dtype]).cpu().contiguous()  # (m, H)

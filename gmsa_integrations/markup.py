@@ -4,13 +4,14 @@
     The document's text, unchanged.
 
 `8`: read at rate 8; `river apple`: 22 bits of the text's sha256 spelled as two of 2048 words
-(`hash_words.txt`), each a single token for common tokenizers. The marker costs a non-GMSA LLM ~6 tokens a
-document (the earlier `<g8 x3kq7a>...</g>` span cost ~14, `<gmsa-doc rate="8" sha256="...">` ~40); it reads
-the text as it is. There is no closing tag: a GMSA chat model finds each marker and takes as the document the
-shortest text after it, ending at a line break or where the prompt ends, whose hash the marker spells. A
-marker that no text after it matches (the text was edited or reformatted) stays plain text, with one warning.
-Soft tokens are always looked up by the full hash of the text actually in the prompt, so a marker, even a
-crafted or colliding one, can never pull in another document's soft tokens.
+(`hash_words.txt`), each a single token in SmolLM2's tokenizer. The marker costs a non-GMSA LLM with that
+tokenizer 6 tokens a document (50 nq_dev documents; the earlier `<g8 x3kq7a>...</g>` span cost ~14,
+`<gmsa-doc rate="8" sha256="...">` ~40); it reads the text as it is. There is no closing tag: a GMSA chat
+model finds each marker and takes as the document the shortest text after it, ending at a line break or where
+the prompt ends, whose hash the marker spells. A marker that no text after it matches (the text was edited or
+reformatted) stays plain text, with one warning. Soft tokens are always looked up by the full hash of the text
+actually in the prompt, so a marker, even a crafted or colliding one, can never pull in another document's
+soft tokens.
 """
 
 from __future__ import annotations

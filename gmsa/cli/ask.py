@@ -9,7 +9,6 @@ import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from gmsa.cli import index
 from gmsa.cli.arguments import budget_argument, positive_int
 from gmsa.config import BASE_DTYPES
 from gmsa.data import iter_jsonl, parse_qa, read_documents
@@ -95,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     ask = commands.add_parser("ask", help="answer a question over documents through GMSA")
     add_arguments(ask)
     ask.set_defaults(run=run)
-    index.register(commands)
-    # Commands of optional layers (`gmsa rag`, from gmsa_integrations) register through an entry point, so
-    # the core never imports them: group "gmsa.commands", each a function that adds its sub-parser.
+    # Other commands register through an entry point (group "gmsa.commands", each a function that adds its
+    # sub-parser): `gmsa index` (gmsa.cli.index, which calls this main under torchrun) and the optional layers'
+    # (`gmsa rag`, from gmsa_integrations), so this module imports none of them.
     for command in entry_points(group="gmsa.commands"):
         command.load()(commands)
     args = parser.parse_args(argv)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -29,6 +29,8 @@ class Parts(Protocol):
     base: PreTrainedModel
     lsa: nn.Module
     base_fingerprint: str
+    lock: Any
+    """Serialises model use (a threading.RLock)."""
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase: ...

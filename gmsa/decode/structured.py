@@ -73,7 +73,11 @@ def check_schema(schema: object, where: str = "json_schema") -> dict:
 
 def _enforcer(tokenizer: PreTrainedTokenizerBase, schema: dict) -> Any:
     library = _enforcer_module()
-    enforcer = library.TokenEnforcer(tokenizer_data(tokenizer), library.JsonSchemaParser(schema))
+    try:
+        parser = library.JsonSchemaParser(schema)
+    except Exception as error:  # noqa: BLE001 - the library's own validation errors vary by schema
+        raise ConfigError(f"json_schema is not a JSON schema lm-format-enforcer can follow ({error})") from None
+    enforcer = library.TokenEnforcer(tokenizer_data(tokenizer), parser)
     enforcer.root_parser.config.max_consecutive_whitespaces = MAX_WHITESPACE  # TokenEnforcer replaces a given config
     return enforcer
 

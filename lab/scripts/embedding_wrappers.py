@@ -6,6 +6,7 @@ HuggingFaceEmbeddings, llama-index-embeddings-huggingface's HuggingFaceEmbedding
 folder would do the same job; this measures what they would cost: the vectors (max difference), the process's
 resident memory and the time each adds once relevance scoring has loaded MiniLM.
 
+    pip install --no-deps -r requirements/bench.txt   # langchain-huggingface, llama-index-embeddings-huggingface
     python lab/scripts/embedding_wrappers.py > lab/results/embedding-wrappers.md
 """
 

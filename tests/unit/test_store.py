@@ -101,3 +101,18 @@ def test_gmsa_index_cli_and_two_torchrun_processes_build_the_same_store(tiny_che
     assert len(two) == len(one) and all(key in two for key in one._where)
     fingerprint, rate = one.fingerprint, one.rates[0]
     assert all(torch.equal(one.get(fingerprint, rate, t), two.get(fingerprint, rate, t)) for t in TEXTS)
+
+
+def test_a_damaged_store_or_a_single_string_is_named(model, tmp_path):
+    from gmsa.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not one string"):
+        ingest(model, "one text", tmp_path / "store", progress=False)
+    ingest(model, TEXTS[:3], tmp_path / "store", progress=False)
+    shard = next((tmp_path / "store").glob("shard-*"))
+    shard.write_bytes(shard.read_bytes()[:40])  # a truncated shard
+    with pytest.raises(GMSAError, match=f"{shard.name} cannot be read .* delete it and run gmsa index again"):
+        SoftTokenStore(tmp_path / "store")
+    (tmp_path / "store" / "store.json").write_text("{not json")
+    with pytest.raises(GMSAError, match="store.json is damaged"):
+        SoftTokenStore(tmp_path / "store")

@@ -69,3 +69,8 @@ def test_bad_schemas_and_conflicting_constraints_are_named(model):
         model.generate_chat(conversation, json_schema=[SCHEMA, SCHEMA])
     with pytest.raises(ConfigError, match="either a quote .* or JSON"):
         model.generate_chat(conversation, quote_from=[["Paris"]], json_schema=[SCHEMA])
+
+
+def test_a_schema_the_library_cannot_follow_is_named(model):
+    with pytest.raises(ConfigError, match="not a JSON schema lm-format-enforcer can follow"):
+        model.generate_chat(chats(model, 1), json_schema=[{"type": "object", "properties": {"a": {"type": 3}}}])
