@@ -33,7 +33,7 @@ def size_and_load(args: argparse.Namespace, texts: list[str]) -> dict:
     start = time.perf_counter()
     store = SoftTokenStore(args.store)
     opened = time.perf_counter() - start
-    model = GMSA.from_pretrained(args.checkpoint, device="cpu")
+    model = GMSA.from_pretrained(args.checkpoint, device=args.device)
     tokens = sum(map(len, model.tokenize_contexts(texts)))
     sample = random.Random(0).sample(texts, min(200, len(texts)))
     start = time.perf_counter()
@@ -45,7 +45,7 @@ def size_and_load(args: argparse.Namespace, texts: list[str]) -> dict:
             "entries": len(store), "rates": store.rates, "dtype": store.manifest["dtype"], "shards": len(shards),
             "store_bytes": size, "bytes_per_document_token": size / tokens, "open_seconds": opened,
             "read_seconds_per_entry": read, "missing_in_sample": sum(f is None for f in found),
-            "fingerprint_matches": store.fingerprint == model.compressor_fingerprint()}
+            "fingerprint_matches": store.fingerprint == model.compressor_fingerprint(), "device": str(model.device)}
 
 
 def chain_runs(args: argparse.Namespace, texts: list[str]) -> dict:
@@ -72,9 +72,10 @@ def chain_runs(args: argparse.Namespace, texts: list[str]) -> dict:
                     "budget": str(args.budget), "runs": {}}
     for name, store in (("store", args.store), ("compressing", None)):
         cache = SoftTokenCache()
-        compressor = GMSACompressor(checkpoint=args.checkpoint, device="cpu", budget=args.budget, store=store,
+        compressor = GMSACompressor(checkpoint=args.checkpoint, device=args.device, budget=args.budget, store=store,
                                     soft_token_cache=cache)
-        llm = ChatGMSA(checkpoint=args.checkpoint, device="cpu", max_tokens=32, store=store, soft_token_cache=cache)
+        llm = ChatGMSA(checkpoint=args.checkpoint, device=args.device, max_tokens=32, store=store,
+                       soft_token_cache=cache)
         chain = create_stuff_documents_chain(llm, gmsa_qa_prompt(), document_separator="\n")
         answers, seconds = [], []
         for question, _, _ in questions:
@@ -122,7 +123,7 @@ def plot(result: dict, path: Path) -> None:
     names = list(runs)
     axes[1].bar([f"{n}\n({runs[n]['texts_encoded']} texts encoded)" for n in names],
                 [runs[n]["seconds_per_question"] for n in names], color="tab:orange")
-    axes[1].set_title(f"seconds / question, {result['chain']['questions']} SQuAD questions (CPU)")
+    axes[1].set_title(f"seconds / question, {result['chain']['questions']} SQuAD questions ({size['device']})")
     fig.suptitle(f"{size['texts']} paragraphs compressed at ingest")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=SHARED / "ae" / "wiki_paragraphs.jsonl",
                         help="the JSONL the store was built from")
     parser.add_argument("--checkpoint", help="the checkpoint the store was built with (default: bundled default)")
+    parser.add_argument("--device", help="default: cuda when available")
     parser.add_argument("--questions", type=positive_int, default=30)
     parser.add_argument("--distractors", type=positive_int, default=500, help="other paragraphs to retrieve from")
     parser.add_argument("--top-k", type=positive_int, default=5)

@@ -10,6 +10,7 @@ from it: a chain over the corpus never runs the encoder. A killed run resumes wh
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,8 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from gmsa.model import GMSA
     from gmsa.store import ingest
 
