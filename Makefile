@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml requirements/ci.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/gmsa rag --question "What does the autoencoder stage of training teach GMSA?"
+	$(VENV)/bin/gmsa rag --question "Which parts of GMSA does the autoencoder stage train?"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

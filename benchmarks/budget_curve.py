@@ -5,7 +5,7 @@ F1, document positions per question, the paired differences to the reference wit
 and budget_curve.png (F1 and EM against the budget, one line per series, the reference dashed).
 
     for F in 0.1 0.25 0.5 1.0; do S="$S budget@$F rerank-text@$F"; done
-    gmsa-eval qa --checkpoint runs/default-keft-mixed/final --label "mixed reader" --systems $S ... --out r/mixed
+    gmsa-eval qa --label "bundled default" --systems $S ... --out r/mixed          (the mixed reader)
     gmsa-eval qa --checkpoint runs/baseline-keft-mixed/final --label baseline --systems uncompressed $S ... --out r/base
     python benchmarks/budget_curve.py --reference r/base/result.json:uncompressed \\
         --results r/mixed/result.json r/base/result.json --out benchmarks/results/budget-curve

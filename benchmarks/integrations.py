@@ -26,11 +26,12 @@ from tqdm import tqdm
 
 from gmsa.backbone.loading import resolve_base_path
 from gmsa.cli.arguments import positive_int
-from gmsa.config import EMBEDDED_BASE
+from gmsa.config import EMBEDDED_BASE, GenerationSettings
 from gmsa.data import read_qa
 from gmsa.evaluation.metrics import exact_match
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "nq_dev.jsonl"
+PENALTY = GenerationSettings().repetition_penalty  # the plain pipelines generate as the GMSA decoder does
 
 
 def timed(fn):
@@ -47,7 +48,7 @@ def plain_base(max_new_tokens: int):
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     generator = pipeline("text-generation", model=model, tokenizer=tokenizer, max_new_tokens=max_new_tokens,
-                         do_sample=False, repetition_penalty=1.3, return_full_text=False)
+                         do_sample=False, repetition_penalty=PENALTY, return_full_text=False)
     return path, model, tokenizer, generator
 
 
@@ -99,7 +100,7 @@ def llama_index_pipelines(args, texts, base):
                                     rate=args.rate)
     _, model, tokenizer, _ = base
     plain_llm = HuggingFaceLLM(model=model, tokenizer=tokenizer, max_new_tokens=args.max_new_tokens,
-                               generate_kwargs={"do_sample": False, "repetition_penalty": 1.3},
+                               generate_kwargs={"do_sample": False, "repetition_penalty": PENALTY},
                                is_chat_model=True, context_window=8192)
     template = PromptTemplate("{context_str}\n" + PromptFormat().question_template.replace("{question}", "{query_str}"))
     plain_engine = RetrieverQueryEngine.from_args(retriever, llm=plain_llm, text_qa_template=template,

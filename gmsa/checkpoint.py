@@ -207,6 +207,10 @@ def read_checkpoint(path: str | Path) -> tuple[GMSAConfig, dict[str, str], dict[
         raise CheckpointError(f"{folder / CONFIG_FILE}: not valid JSON ({error})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or not isinstance(meta.get("base"), dict):
         raise CheckpointError(f"{folder / CONFIG_FILE}: expected an object with 'config' and 'base' objects")
+    unknown = sorted(set(meta) - {"format_version", "base", "config"})
+    if unknown:  # e.g. a "generation" edited at the top level, where it would change nothing
+        raise CheckpointError(f"{folder / CONFIG_FILE}: unknown key(s) {unknown} at the top level (expected "
+                              "format_version, base, config; generation settings live in config.generation)")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{folder / CONFIG_FILE}: format_version {meta.get('format_version')!r} is not supported "

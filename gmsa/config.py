@@ -72,7 +72,7 @@ def check_field_types(obj: Any, prefix: str = "") -> None:
 
 @dataclass
 class GenerationSettings:
-    """How the decoder generates. Defaults follow the GMSA reference inference (greedy, 100 tokens, penalty 1.3)."""
+    """How the decoder generates: greedy, 100 tokens, no repetition penalty (the GMSA reference inference uses 1.3)."""
 
     max_new_tokens: int = 100
     """Longest answer, in tokens."""
@@ -84,8 +84,9 @@ class GenerationSettings:
     """Sampling temperature (with do_sample)."""
     top_p: float = 1.0
     """Nucleus sampling mass (with do_sample)."""
-    repetition_penalty: float = 1.3
-    """Penalty on tokens already generated (soft tokens have no ids); 1.0 disables it."""
+    repetition_penalty: float = 1.0
+    """Penalty on tokens already generated (soft tokens have no ids); 1.0 disables it. 1.3, the reference's, cost
+    the bundled default EM 0.053 +- 0.013 on 300 nq_dev questions: years repeat digits (1996 became 1986)."""
     stop: tuple[str, ...] = ()
     """Stop sequences: the answer ends before the first one."""
 

@@ -19,15 +19,19 @@ from gmsa.errors import GMSAError
 DEFAULT_DOCUMENTS = Path(__file__).resolve().parents[1] / "gmsa" / "examples" / "docs"
 
 
-def passages(folder: Path) -> list:
-    """One LangChain Document per paragraph of each .md/.txt file, with its source."""
+def passages(folder: Path, chunk_chars: int = 400) -> list:
+    """LangChain Documents of at most `chunk_chars` characters (whole sentences where they fit), each within one
+    paragraph of a .md/.txt file, with its source. Short chunks let a budget send the relevant one whole."""
     from langchain_core.documents import Document
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
 
     from gmsa.data import TEXT_SUFFIXES, read_text_file, text_files
     from gmsa.errors import DataError
 
     if not folder.exists():
         raise DataError(str(folder), None, "no such file or folder (give --documents a folder of .md/.txt files)")
+    splitter = RecursiveCharacterTextSplitter(chunk_size=chunk_chars, chunk_overlap=0, keep_separator="end",
+                                              separators=[". ", "; ", ", ", " "])
     documents = []
     for file in text_files(folder):
         if file.suffix.lower() not in TEXT_SUFFIXES:
@@ -37,7 +41,8 @@ def passages(folder: Path) -> list:
         title = blocks[0].lstrip("# ") if blocks and blocks[0].startswith("#") else file.stem
         for block in blocks:
             if block and not block.startswith("#"):
-                documents.append(Document(f"{title}: {' '.join(block.split())}", metadata={"source": file.name}))
+                documents.extend(Document(f"{title}: {chunk.strip()}", metadata={"source": file.name})
+                                 for chunk in splitter.split_text(" ".join(block.split())))
     if not documents:
         raise DataError(str(folder), None, "no passages (paragraphs other than '#' headings) to retrieve from")
     return documents
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise GMSAError("--question is empty")
     start = time.perf_counter()
     store = InMemoryVectorStore(MiniLMEmbeddings())
-    store.add_documents(passages(args.documents))
+    store.add_documents(passages(args.documents, args.chunk_chars))
     retriever = store.as_retriever(search_kwargs={"k": args.top_k})
     compressor = GMSACompressor(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
                                 rate=args.rate, budget=args.budget)
@@ -130,7 +135,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--question", required=True)
     parser.add_argument("--documents", type=Path, default=DEFAULT_DOCUMENTS,
                         help="folder of .md/.txt files (default: GMSA's own documentation)")
-    parser.add_argument("--top-k", type=positive_int, default=4, help="passages retrieved")
+    parser.add_argument("--chunk-chars", type=positive_int, default=400,
+                        help="passages of at most this many characters, split at sentence ends (default 400)")
+    parser.add_argument("--top-k", type=positive_int, default=6, help="passages retrieved")
     parser.add_argument("--budget", type=budget_argument, metavar="B", default=None,
                         help="decoder positions the passages may take: a fraction of their tokens, a number, or "
                              "'auto' (the default): the most relevant whole, the rest as soft tokens")

@@ -94,14 +94,14 @@ class CompressorFields(RuntimeFields):
 
 
 class GenerationFields(RuntimeFields):
-    """How the decoder generates; None: the checkpoint's setting (greedy, repetition penalty 1.3)."""
+    """How the decoder generates; None: the checkpoint's setting (greedy, no repetition penalty)."""
 
     temperature: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
     """0: greedy decoding; > 0 samples; None: the checkpoint's setting."""
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     """Nucleus sampling (with temperature > 0)."""
     repetition_penalty: float | None = Field(default=None, gt=0.0)
-    """1.0 disables it; None: the checkpoint's (1.3, the reference inference)."""
+    """1.0 disables it; None: the checkpoint's (1.0 for the bundled default)."""
     extractive: bool = False
     """Replies quote the compressed documents (constrained decoding, `gmsa.decode.extractive`): for factoid
     QA, where an answer is a span of a document."""

@@ -1,15 +1,45 @@
 #!/usr/bin/env bash
-# Budgeted compression against every honest alternative at the same budget (issue 38), on nq_dev.
-#   bash recipes/eval-budget.sh            (after recipes/default-keft-mixed.yaml has trained runs/default-keft-mixed)
-# Paired against the fine-tuned uncompressed baseline's committed answers (benchmarks/results/eval-default/qa300-baseline).
+# Budgeted compression against every honest alternative at the same budget (issue 38), question by question.
+#   OMP_NUM_THREADS=1 nohup bash recipes/eval-budget.sh > runs/eval-budget.log 2>&1 &
+# The bundled default (the mixed reader) and the fine-tuned uncompressed baseline trained with the same three
+# KEFT stages on text (recipes/train-baseline.sh, weights in lab/checkpoints/baseline-keft-mixed). A step whose
+# result.json exists is skipped, so after a kill run this again; the baseline's steps wait for its weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVAL=${GMSA_EVAL:-.venv/bin/gmsa-eval}
-OUT=${OUT:-lab/results/budget}
-DATA=../shared/data/qa/nq_dev.jsonl
-MIXED=${MIXED:-runs/default-keft-mixed/final}
-$EVAL qa --checkpoint "$MIXED" --label "mixed reader" --data $DATA --limit 300 --documents 5 \
-    --systems budget@0.25 rerank-text@0.25 --out "$OUT/qa300-mixed"
-$EVAL qa --label "shipped default" --data $DATA --limit 300 --documents 5 --systems budget@0.25 --out "$OUT/qa300-default"
-$EVAL compare benchmarks/results/eval-default/qa300-baseline/result.json "$OUT/qa300-mixed/result.json:budget@0.25" \
-    "$OUT/qa300-mixed/result.json:rerank-text@0.25" "$OUT/qa300-default/result.json:budget@0.25"
+OUT=${OUT:-lab/results/budget-final}
+BASELINE=${BASELINE:-lab/checkpoints/baseline-keft-mixed}
+NQ=../shared/data/qa/nq_dev.jsonl
+MULTIHOP=runs/heldout-multihop-120.jsonl  # python lab/scripts/heldout_multihop.py writes it
+[ -f $MULTIHOP ] || .venv/bin/python lab/scripts/heldout_multihop.py
+
+step() {  # step NAME ARGS...: one gmsa-eval qa run into $OUT/NAME, unless it has already finished
+    local name=$1; shift
+    if [ -f "$OUT/$name/result.json" ]; then echo "done already: $OUT/$name"; return; fi
+    rm -rf "$OUT/$name"
+    $EVAL qa "$@" --out "$OUT/$name"
+}
+
+step nq300-default --label "bundled default" --data $NQ --limit 300 --documents 5 \
+    --systems budget@0.25 rerank-text@0.25 gmsa@4
+step multihop100-default --label "bundled default" --data $MULTIHOP --limit 100 --documents 10 \
+    --systems budget@0.25 rerank-text@0.25
+step nq100-20docs-default --label "bundled default" --data $NQ --limit 100 --documents 20 \
+    --systems budget@0.25 rerank-text@0.25
+step nq300-curve-default --label "bundled default" --data $NQ --limit 300 --documents 5 \
+    --systems budget@0.1 rerank-text@0.1 budget@0.5 rerank-text@0.5 budget@1.0
+
+if [ ! -f "$BASELINE/gmsa_weights.safetensors" ]; then
+    echo "$BASELINE not trained yet (bash recipes/train-baseline.sh): the baseline's steps are left"; exit 0
+fi
+B=(--checkpoint "$BASELINE" --label "fine-tuned baseline")
+step nq300-baseline "${B[@]}" --data $NQ --limit 300 --documents 5 --systems uncompressed rerank-text@0.25
+step multihop100-baseline "${B[@]}" --data $MULTIHOP --limit 100 --documents 10 --systems uncompressed rerank-text@0.25
+step nq100-20docs-baseline "${B[@]}" --data $NQ --limit 100 --documents 20 --systems uncompressed rerank-text@0.25
+
+for set in nq300 multihop100 nq100-20docs; do
+    $EVAL compare "$OUT/$set-baseline/result.json:uncompressed" "$OUT/$set-default/result.json:budget@0.25" \
+        "$OUT/$set-default/result.json:rerank-text@0.25" "$OUT/$set-baseline/result.json:rerank-text@0.25" \
+        > "$OUT/compare-$set.md"
+    cat "$OUT/compare-$set.md"
+done

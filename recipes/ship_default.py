@@ -23,7 +23,7 @@ import torch
 from gmsa import GMSA
 from gmsa.model import BUNDLED_DEFAULT
 
-STAGES = ("ae", "ae_decoder", "keft", "keft_nq")  # recipes/train-default.sh, in order
+STAGES = ("ae", "ae_decoder", "keft", "keft_nq", "keft_mixed")  # recipes/train-default.sh, in order
 
 
 def stage_record(run_dir: Path) -> dict:
@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--ae-decoder", type=Path, default=Path("runs/default-ae-decoder"))
     parser.add_argument("--keft", type=Path, default=Path("runs/default-keft"))
     parser.add_argument("--keft-nq", type=Path, default=Path("runs/default-keft-nq"))
+    parser.add_argument("--keft-mixed", type=Path, default=Path("runs/default-keft-mixed"))
     parser.add_argument("--keep-stage", action="append", default=[], choices=STAGES,
                         help="copy this stage's record from the shipped training.json instead of a run folder")
     parser.add_argument("--out", type=Path, default=BUNDLED_DEFAULT)
@@ -62,7 +63,8 @@ def main() -> None:
     args = parser.parse_args()
     shipped = args.out / "training.json"
     previous = json.loads(shipped.read_text())["stages"] if shipped.is_file() else {}
-    folders = {"ae": args.ae, "ae_decoder": args.ae_decoder, "keft": args.keft, "keft_nq": args.keft_nq}
+    folders = {"ae": args.ae, "ae_decoder": args.ae_decoder, "keft": args.keft, "keft_nq": args.keft_nq,
+               "keft_mixed": args.keft_mixed}
     stages = {}
     for name in STAGES:  # read before anything is overwritten
         if name in args.keep_stage:

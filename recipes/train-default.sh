@@ -11,10 +11,7 @@ $GMSA_TRAIN ae --config recipes/default-ae-decoder.yaml --from runs/default-ae/f
 $GMSA_TRAIN keft --config recipes/default-keft.yaml --from runs/default-ae-decoder/final --resume
 # A second KEFT stage on NaturalQuestions only (five documents, one gold among distractors).
 $GMSA_TRAIN keft --config recipes/default-keft-nq.yaml --from runs/default-keft/final --resume
-# The baseline reads 5 documents as text (~800 tokens a prompt): without activation checkpointing it
-# reached 24 GB and was killed for memory on the 24 GB machine. Same losses, less memory.
-$GMSA_TRAIN keft --config recipes/default-keft.yaml compression=none keft_encoder=false 'rate_curriculum=[]' out_dir=runs/baseline-keft \
-    gradient_checkpointing=true --resume
-# The baseline gets the same second stage, so the two recipes stay the same.
-$GMSA_TRAIN keft --config recipes/default-keft-nq.yaml --from runs/baseline-keft/final compression=none keft_encoder=false \
-    'rate_curriculum=[]' out_dir=runs/baseline-keft-nq gradient_checkpointing=true --resume
+# A third KEFT stage that reads the budget planner's prompts: the most relevant documents as text, the rest soft.
+$GMSA_TRAIN keft --config recipes/default-keft-mixed.yaml --from runs/default-keft-nq/final --resume
+# The fine-tuned uncompressed baseline: the same three KEFT stages with the documents as text.
+bash recipes/train-baseline.sh

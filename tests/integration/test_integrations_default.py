@@ -1,6 +1,7 @@
 """The integrations on the real default model: chains answer like the engine, concurrency is safe."""
 
 import asyncio
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -47,3 +48,13 @@ def test_sixteen_concurrent_requests_answer_like_sequential_ones(questions):
 
     assert threaded == sequential
     assert asyncio.run(gather()) == sequential
+
+
+def test_the_demo_answers_its_question_through_the_budgeted_chain(capsys):
+    from gmsa.cli.ask import main
+
+    assert main(["rag", "--question", "Which parts of GMSA does the autoencoder stage train?", "--device", "cpu"]) == 0
+    lines = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines() if ":" in line)
+    assert "the encoder's LoRA adapter and the alignment block" in lines["answer"]  # make demo: answered right
+    text, soft = re.search(r"as text \((\d+) passages\) \+ \d+ soft tokens \((\d+) passages", lines["tokens"]).groups()
+    assert int(text) >= 1 and int(soft) >= 1  # the budget sent both forms

@@ -51,6 +51,10 @@ def test_from_pretrained_and_from_base_check_what_they_are_given(model, tiny_bas
         GMSA.from_pretrained(saved, overrides="rates=8")
     assert GMSA.from_pretrained(saved, overrides={"generation": {"max_new_tokens": 3}}).config.generation \
         .max_new_tokens == 3
+    meta = json.loads((saved / "gmsa_config.json").read_text())
+    (saved / "gmsa_config.json").write_text(json.dumps({**meta, "generation": {"repetition_penalty": 1.0}}))
+    with pytest.raises(CheckpointError, match=r"unknown key\(s\) \['generation'\] at the top level .* config"):
+        GMSA.from_pretrained(saved)  # edited where it would change nothing
     with pytest.raises(ConfigError, match="config must be a GMSAConfig, not dict"):
         GMSA.from_base(str(tiny_base), {"base_model": str(tiny_base)})
 

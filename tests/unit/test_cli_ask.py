@@ -56,3 +56,14 @@ def test_ask_reads_only_the_documents_closest_to_the_question(tiny_checkpoint, t
     with pytest.raises(SystemExit):
         main(args + ["--top-n", "0"])
     assert "'0' is not an integer >= 1" in capsys.readouterr().err
+
+
+def test_rag_passages_are_sentence_chunks_within_one_paragraph(tmp_path):
+    from gmsa_integrations.demo import passages
+
+    sentence = "Soft tokens are vectors that a decoder reads instead of text."  # 62 characters
+    (tmp_path / "a.md").write_text(f"# Title A\n\n{' '.join([sentence] * 5)}\n\nA short second paragraph.\n")
+    documents = passages(tmp_path, chunk_chars=150)
+    texts = [d.page_content.removeprefix("Title A: ") for d in documents]
+    assert texts == [f"{sentence} {sentence}", f"{sentence} {sentence}", sentence, "A short second paragraph."]
+    assert {d.metadata["source"] for d in documents} == {"a.md"}
