@@ -43,3 +43,5 @@ for set in nq300 multihop100 nq100-20docs; do
         > "$OUT/compare-$set.md"
     cat "$OUT/compare-$set.md"
 done
+.venv/bin/python benchmarks/budget_curve.py --reference "$OUT/nq300-baseline/result.json:uncompressed" \
+    --results "$OUT/nq300-default/result.json" "$OUT/nq300-curve-default/result.json" --out benchmarks/results/budget-curve
