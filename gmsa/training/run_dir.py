@@ -23,9 +23,10 @@ logger = logging.getLogger(__name__)
 
 RUN_RECIPE = "run.json"
 RUN_FILES = (LATEST, "final", "log.jsonl", "recipe.json", RUN_RECIPE)
-RESULT_NEUTRAL = ("out_dir", "log_every", "eval_every", "save_every", "device")
-"""Recipe fields a resumed run may change: where it writes, how often it logs, validates and saves, and the
-device. Every other field changes what the run computes, so `--resume` refuses a recipe that differs in it."""
+RESULT_NEUTRAL = ("out_dir", "log_every", "eval_every", "save_every", "device", "model.generation")
+"""Recipe fields a resumed run may change: where it writes, how often it logs, validates and saves, the device,
+and how the model generates (the validation's answers, never the weights). Every other field changes what the
+run computes, so `--resume` refuses a recipe that differs in it."""
 LEFTOVERS = (".staging-*", ".step-*.old-*", ".final.tmp-*", ".final.old-*", f".{LATEST}.tmp")
 """What a killed write leaves in a run folder (one writer per run folder: any of these at start is stale)."""
 
@@ -46,7 +47,7 @@ def _differences(started: dict[str, Any], now: dict[str, Any], prefix: str = "")
     changed = []
     for key in sorted(set(started) | set(now)):
         name = f"{prefix}{key}"
-        if not prefix and key in RESULT_NEUTRAL:
+        if name in RESULT_NEUTRAL:
             continue
         before, after = started.get(key), now.get(key)
         if isinstance(before, dict) and isinstance(after, dict):

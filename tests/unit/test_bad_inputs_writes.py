@@ -76,8 +76,9 @@ def test_resume_refuses_a_changed_recipe_and_names_the_fields(tmp_path, tiny_bas
     assert train_main(["ae", "--config", str(path), "steps=3"]) == 0
     with pytest.raises(ConfigError, match=r"differs .* 2 field\(s\): lr: 0.005 -> 0.001; model.lora_rank: 4 -> 8"):
         loop.setup(load_recipe(path, ["steps=3", "lr=1e-3", "model.lora_rank=8"]), resume=True)
-    # what does not change the result may change: how often it logs, validates and saves
-    run = loop.setup(load_recipe(path, ["steps=3", "log_every=5", "save_every=7"]), resume=True)
+    # what does not change the weights may change: how often it logs, validates and saves, how it generates
+    run = loop.setup(load_recipe(path, ["steps=3", "log_every=5", "save_every=7",
+                                        "model.generation.repetition_penalty=1.3"]), resume=True)
     assert run.step == 3
 
 
