@@ -11,7 +11,8 @@ OUT=${OUT:-lab/results/budget-final}
 BASELINE=${BASELINE:-lab/checkpoints/baseline-keft-mixed}
 NQ=../shared/data/qa/nq_dev.jsonl
 MULTIHOP=runs/heldout-multihop-120.jsonl  # python lab/scripts/heldout_multihop.py writes it
-[ -f $MULTIHOP ] || .venv/bin/python lab/scripts/heldout_multihop.py
+PYTHON=${PYTHON:-.venv/bin/python}
+[ -f $MULTIHOP ] || $PYTHON lab/scripts/heldout_multihop.py
 
 step() {  # step NAME ARGS...: one gmsa-eval qa run into $OUT/NAME, unless it has already finished
     local name=$1; shift
@@ -43,5 +44,5 @@ for set in nq300 multihop100 nq100-20docs; do
         > "$OUT/compare-$set.md"
     cat "$OUT/compare-$set.md"
 done
-.venv/bin/python benchmarks/budget_curve.py --reference "$OUT/nq300-baseline/result.json:uncompressed" \
+$PYTHON benchmarks/budget_curve.py --reference "$OUT/nq300-baseline/result.json:uncompressed" \
     --results "$OUT/nq300-default/result.json" "$OUT/nq300-curve-default/result.json" --out benchmarks/results/budget-curve
