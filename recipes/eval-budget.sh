@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Budgeted compression against every honest alternative at the same budget (issue 38), question by question.
 #   OMP_NUM_THREADS=1 nohup bash recipes/eval-budget.sh > runs/eval-budget.log 2>&1 &
+#   bash recipes/eval-budget.sh nq300-baseline   # only the steps named (two runs side by side, one thread each)
 # The bundled default (the mixed reader) and the fine-tuned uncompressed baseline trained with the same three
 # KEFT stages on text (recipes/train-baseline.sh, weights in lab/checkpoints/baseline-keft-mixed). A step whose
 # result.json exists is skipped, so after a kill run this again; the baseline's steps wait for its weights.
@@ -14,8 +15,10 @@ MULTIHOP=runs/heldout-multihop-120.jsonl  # python lab/scripts/heldout_multihop.
 PYTHON=${PYTHON:-.venv/bin/python}
 [ -f $MULTIHOP ] || $PYTHON lab/scripts/heldout_multihop.py
 
-step() {  # step NAME ARGS...: one gmsa-eval qa run into $OUT/NAME, unless it has already finished
+ONLY=" $* "
+step() {  # step NAME ARGS...: one gmsa-eval qa run into $OUT/NAME, unless it has already finished or is not named
     local name=$1; shift
+    if [ "$ONLY" != "  " ] && [[ "$ONLY" != *" $name "* ]]; then return; fi
     if [ -f "$OUT/$name/result.json" ]; then echo "done already: $OUT/$name"; return; fi
     rm -rf "$OUT/$name"
     $EVAL qa "$@" --out "$OUT/$name"
@@ -38,6 +41,9 @@ step nq300-baseline "${B[@]}" --data $NQ --limit 300 --documents 5 --systems unc
 step multihop100-baseline "${B[@]}" --data $MULTIHOP --limit 100 --documents 10 --systems uncompressed rerank-text@0.25
 step nq100-20docs-baseline "${B[@]}" --data $NQ --limit 100 --documents 20 --systems uncompressed rerank-text@0.25
 
+for set in nq300 multihop100 nq100-20docs; do
+    [ -f "$OUT/$set-baseline/result.json" ] || { echo "$OUT/$set-baseline not finished: no paired tables yet"; exit 0; }
+done
 for set in nq300 multihop100 nq100-20docs; do
     $EVAL compare "$OUT/$set-baseline/result.json:uncompressed" "$OUT/$set-default/result.json:budget@0.25" \
         "$OUT/$set-default/result.json:rerank-text@0.25" "$OUT/$set-baseline/result.json:rerank-text@0.25" \
