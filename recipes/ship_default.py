@@ -4,7 +4,8 @@
     python recipes/ship_default.py --note "AE timed by hand: 2 h 05 min"
     python recipes/ship_default.py --keep-stage ae       # stage 1's run folder is gone: keep its record
 
-`GMSA.from_pretrained()` then loads gmsa/checkpoints/default. The record (training.json) holds each
+`GMSA.from_pretrained()` then loads gmsa/checkpoints/default, with the generation settings it had (a run
+keeps the ones it started from). The record (training.json) holds each
 stage's recipe, steps, wall time (the sum of the logged step windows), last losses and evaluations,
 and the machine.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from gmsa import GMSA
+from gmsa.checkpoint import read_checkpoint
 from gmsa.model import BUNDLED_DEFAULT
 
 STAGES = ("ae", "ae_decoder", "keft", "keft_nq", "keft_mixed")  # recipes/train-default.sh, in order
@@ -77,6 +79,8 @@ def main() -> None:
             raise SystemExit(f"{folders[name]}/log.jsonl not found: train that stage, point --{name.replace('_', '-')}"
                              f" at its run, or pass --keep-stage {name}")
     model = GMSA.from_pretrained(folders[STAGES[-1]] / "final", device="cpu")
+    if (args.out / "gmsa_config.json").is_file():  # the shipped decoding stays (runs keep the recipe's settings)
+        model.config.generation = read_checkpoint(args.out)[0].generation
     model.save_pretrained(args.out, dtype=torch.bfloat16)  # half the bytes; CPU loads upcast to fp32
     timed = [stage["wall_seconds"] for stage in stages.values()]
     record = {

@@ -15,5 +15,5 @@ $GMSA_TRAIN keft --config recipes/default-keft.yaml "${TEXT[@]}" out_dir=runs/ba
 $GMSA_TRAIN keft --config recipes/default-keft-nq.yaml --from runs/baseline-keft/final "${TEXT[@]}" \
     out_dir=runs/baseline-keft-nq --resume
 $GMSA_TRAIN keft --config recipes/default-keft-mixed.yaml --from runs/baseline-keft-nq/final "${TEXT[@]}" \
-    'budgets=[]' random_layouts=0 out_dir=runs/baseline-keft-mixed --resume
+    'budgets=[]' random_layouts=0 text_layouts=0 out_dir=runs/baseline-keft-mixed --resume
 $PYTHON recipes/keep_baseline.py

@@ -3,9 +3,10 @@
 A layout is a list of (document index, rate or None for text, tokens kept or None for all) in reading order.
 The paper's KEFT sends every document at the sample's rate; the uncompressed baseline sends them all as text;
 a mixed reader (recipe `budgets`) learns from the layouts the budget planner (`gmsa.plan`) gives at inference,
-within a budget drawn per sample, and, for a share of the samples (`random_layouts`), from random forms, so the
-gold document is not always the one sent whole. Every draw is a function of (seed, step): a resumed run draws
-the same ones.
+within a budget drawn per sample; for a share of the samples (`random_layouts`) from random forms, so the
+gold document is not always the one sent whole; and for another share (`text_layouts`) as text only within the
+budget (what `rerank-text` sends), so the reader keeps reading several whole documents. Every draw is a
+function of (seed, step): a resumed run draws the same ones.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from gmsa.compress.compressor import Parts, soft_tokens_at_rates
 from gmsa.errors import ConfigError
-from gmsa.plan import plan
+from gmsa.plan import budget_positions, plan
 from gmsa.training.samples import Sample
 
 Layout = list[tuple[int, int | None, int | None]]
@@ -31,29 +32,50 @@ def uniform_layouts(samples: Sequence[Sample], rates: Sequence[int] | None) -> l
 
 
 def mixed_layouts(samples: Sequence[Sample], model_rates: Sequence[int], budgets: Sequence[float],
-                  random_share: float, seed: int, step: int) -> list[Layout]:
-    """Per sample: the planner's layout within a budget drawn from `budgets` (fractions of its documents'
-    tokens), or with probability `random_share` each document's form drawn at random; in both, the documents
-    read by relevance, the most relevant last (as the planner sends them at inference)."""
+                  random_share: float, seed: int, step: int, text_share: float = 0.0) -> list[Layout]:
+    """Per sample: with probability `random_share` each document's form drawn at random, with probability
+    `text_share` text only within a budget drawn from `budgets` (fractions of its documents' tokens), else the
+    planner's layout within such a budget; in all, the documents read by relevance, the most relevant last (as
+    the planner sends them at inference)."""
     generator = random.Random(seed * 1_000_033 + step)
     layouts = []
     for sample in samples:
         tokens = [len(ids) for ids in sample.contexts]
         relevance = sample.relevance or [float(len(tokens) - d) for d in range(len(tokens))]
-        forms = [None, *model_rates]
-        if generator.random() < random_share:
-            ranked = sorted(range(len(tokens)), key=lambda d: (relevance[d], -d))  # most relevant last
-            layouts.append([(d, generator.choice(forms), None) for d in ranked if tokens[d]])
-            continue
-        budget = generator.choice(list(budgets))
-        try:
-            chosen = plan(tokens, relevance, budget, model_rates)
-        except ConfigError:  # too small for any document: every one at the highest rate instead
-            ranked = sorted(range(len(tokens)), key=lambda d: (relevance[d], -d))
-            layouts.append([(d, max(model_rates), None) for d in ranked if tokens[d]])
-            continue
-        layouts.append([(p.index, p.rate, p.kept) for p in chosen.sent])
+        ranked = sorted(range(len(tokens)), key=lambda d: (-relevance[d], d))  # most relevant first
+        draw = generator.random()
+        if draw < random_share:
+            forms = [None, *model_rates]
+            layouts.append([(d, generator.choice(forms), None) for d in reversed(ranked) if tokens[d]])
+        elif draw < random_share + text_share:
+            layouts.append(_text_layout(tokens, ranked, generator.choice(list(budgets))))
+        else:
+            layouts.append(_planned_layout(tokens, relevance, ranked, generator.choice(list(budgets)), model_rates))
     return layouts
+
+
+def _text_layout(tokens: Sequence[int], ranked: Sequence[int], budget: float) -> Layout:
+    """Text only within ceil(budget * tokens) positions: the most relevant documents whole, the next one's first
+    tokens (the evaluation's rerank-text), the most relevant last."""
+    left, layout = budget_positions(budget, sum(tokens)), []
+    for d in ranked:
+        if left <= 0:
+            break
+        if tokens[d]:
+            kept = min(tokens[d], left)
+            layout.append((d, None, None if kept == tokens[d] else kept))
+            left -= kept
+    return layout[::-1]
+
+
+def _planned_layout(tokens: Sequence[int], relevance: Sequence[float], ranked: Sequence[int], budget: float,
+                    model_rates: Sequence[int]) -> Layout:
+    """The budget planner's layout; a budget too small for any document: every one at the highest rate."""
+    try:
+        chosen = plan(tokens, relevance, budget, model_rates)
+    except ConfigError:
+        return [(d, max(model_rates), None) for d in reversed(ranked) if tokens[d]]
+    return [(p.index, p.rate, p.kept) for p in chosen.sent]
 
 
 def layout_contexts(model: Parts, samples: Sequence[Sample], layouts: Sequence[Layout]) -> list[list[torch.Tensor]]:

@@ -141,12 +141,14 @@ def validate(run: Run) -> dict[str, float]:
     model.eval()
     metrics: dict[str, float] = {}
     rates = [None] if config.compression == "none" else list(model.config.rates)
-    variants = [(f"r{rate or 'none'}", rate, None) for rate in rates] + [(f"b{b:g}", None, b) for b in config.budgets]
-    for name, rate, budget in variants:  # each rate, and each budget as the planner lays it out
+    variants = [(f"r{rate or 'none'}", rate, None, 0.0) for rate in rates]
+    variants += [(f"b{b:g}", None, b, 0.0) for b in config.budgets]  # as the planner lays them out
+    variants += [(f"t{b:g}", None, b, 1.0) for b in config.budgets if config.text_layouts]  # text only
+    for name, rate, budget, text in variants:
         losses = []
         for start in range(0, len(run.eval), config.batch_size):
             chunk = run.eval[start:start + config.batch_size]
-            layouts = None if budget is None else mixed_layouts(chunk, model.config.rates, [budget], 0.0, 0, 0)
+            layouts = None if budget is None else mixed_layouts(chunk, model.config.rates, [budget], 0.0, 0, 0, text)
             with _autocast(run):
                 loss, _ = batch_loss(model, chunk, None if rate is None else [rate] * len(chunk), False, layouts)
             losses.append(loss.item())
@@ -187,7 +189,8 @@ def fit(run: Run) -> Path:
         layouts = None
         if config.budgets:
             layouts = mixed_layouts(samples, model.config.rates, config.budgets, config.random_layouts, config.seed,
-                                    run.step * run.accelerator.num_processes + run.accelerator.process_index)
+                                    run.step * run.accelerator.num_processes + run.accelerator.process_index,
+                                    config.text_layouts)
         with use_adapter(model.base, decoder_adapter(model.base)):
             with _autocast(run):
                 loss, tokens = batch_loss(model, samples, rates, config.stage == "ae" or config.keft_encoder, layouts)

@@ -76,6 +76,10 @@ class TrainConfig:
     random_layouts: float = 0.0
     """With budgets: the share of samples whose documents get random forms (text or any rate) instead, so the
     gold document is not always the one sent whole."""
+    text_layouts: float = 0.0
+    """With budgets: the share of samples sent as text only within the drawn budget (the most relevant documents
+    whole, the next one's first tokens: the evaluation's rerank-text), so the reader keeps reading several whole
+    documents as well as a reader trained on text (lab/LOG.md). With random_layouts at most 1 in all."""
     max_documents: int = 5
     """KEFT examples keep at most this many documents (gold documents always kept)."""
     max_answer_tokens: int = 32
@@ -156,11 +160,15 @@ class TrainConfig:
             raise ConfigError(f"budgets={self.budgets!r} is invalid: a list of fractions in (0, 1]")
         if self.budgets and (self.stage != "keft" or self.compression != "gmsa"):
             raise ConfigError("budgets are only valid for stage 'keft' with compression 'gmsa' (a mixed reader)")
-        share = self.random_layouts
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
-            raise ConfigError(f"random_layouts={share!r} is invalid: a number in [0, 1]")
-        if share and not self.budgets:
-            raise ConfigError(f"random_layouts={share!r} needs budgets (a mixed reader)")
+        for name in ("random_layouts", "text_layouts"):
+            share = getattr(self, name)
+            if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+                raise ConfigError(f"{name}={share!r} is invalid: a number in [0, 1]")
+            if share and not self.budgets:
+                raise ConfigError(f"{name}={share!r} needs budgets (a mixed reader)")
+        if self.random_layouts + self.text_layouts > 1:
+            raise ConfigError(f"random_layouts={self.random_layouts!r} + text_layouts={self.text_layouts!r} is "
+                              "more than 1: they are shares of the samples")
         if self.gradient_checkpointing and (self.stage == "ae" or self.keft_encoder):
             raise ConfigError("gradient_checkpointing=true is only valid where the encoder does not train (KEFT "
                               "without keft_encoder): the backward pass recomputes layers with one adapter active")

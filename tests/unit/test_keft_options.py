@@ -124,7 +124,7 @@ def test_a_mixed_reader_trains_on_the_planners_layouts(tmp_path, tiny_base, corp
     out = tmp_path / "ae"
     assert train_main(["ae", "--config", str(recipe(tmp_path, tiny_base, ae, out)), "steps=2"]) == 0
     path = recipe(tmp_path, tiny_base, qa, tmp_path / "mixed", stage="keft")
-    overrides = ["steps=3", "model.keft_mode=lora", "budgets=[0.2,0.6]", "random_layouts=0.5"]
+    overrides = ["steps=3", "model.keft_mode=lora", "budgets=[0.2,0.6]", "random_layouts=0.5", "text_layouts=0.25"]
     run = loop.setup(load_recipe(path, overrides, init_from=str(out / "final")))
     assert all(s.relevance is not None and len(s.relevance) == len(s.contexts) for s in run.train)
     layouts = [layout for step in range(40)
@@ -137,9 +137,33 @@ def test_a_mixed_reader_trains_on_the_planners_layouts(tmp_path, tiny_base, corp
         run.train[:4], (2, 4), [0.2, 0.6], 0.5, 0, 7)  # a function of (seed, step): resumable
     loop.fit(run)
     records = [json.loads(line) for line in (tmp_path / "mixed" / "log.jsonl").read_text().splitlines()]
-    assert any("eval_loss_b0.2" in r and "eval_loss_b0.6" in r for r in records)
+    assert any("eval_loss_b0.2" in r and "eval_loss_b0.6" in r and "eval_loss_t0.6" in r for r in records)
     assert all(math.isfinite(r["loss"]) for r in records if "loss" in r)
     with pytest.raises(ConfigError, match="budgets=\\[1.5\\] is invalid"):
         load_recipe(path, ["model.keft_mode=lora", "budgets=[1.5]"])
     with pytest.raises(ConfigError, match="needs budgets"):
         load_recipe(path, ["model.keft_mode=lora", "random_layouts=0.2"])
+    with pytest.raises(ConfigError, match="text_layouts=0.2 needs budgets"):
+        load_recipe(path, ["model.keft_mode=lora", "text_layouts=0.2"])
+    with pytest.raises(ConfigError, match="is more than 1"):
+        load_recipe(path, ["model.keft_mode=lora", "budgets=[0.5]", "random_layouts=0.6", "text_layouts=0.5"])
+
+
+def test_text_layouts_send_what_rerank_text_sends():
+    from gmsa.training.layouts import mixed_layouts
+    from gmsa.training.samples import Sample
+
+    def sample(lengths, relevance):
+        return Sample([list(range(n)) for n in lengths], "q", [1], ["a"], relevance=relevance)
+
+    # 200 tokens, budget 0.5 -> 100 positions: the most relevant (index 2, 60 tokens) whole, then 40 of index 0's 80
+    samples = [sample([80, 0, 60, 60], [0.5, 0.9, 0.9, 0.1])]
+    assert mixed_layouts(samples, (4, 8), [0.5], 0.0, 0, 0, text_share=1.0) == [[(0, None, 40), (2, None, None)]]
+    # a budget that holds every document: all whole, the least relevant first
+    assert mixed_layouts(samples, (4, 8), [1.0], 0.0, 0, 0, text_share=1.0) == [
+        [(3, None, None), (0, None, None), (2, None, None)]]
+    # the shares split the draws: none soft with text_share=1, some text-only among a mix
+    mix = [layout for step in range(60) for layout in mixed_layouts(samples * 4, (4, 8), [0.25, 0.5], 0.2, 1, step,
+                                                                     text_share=0.4)]
+    text_only = [layout for layout in mix if all(rate is None for _, rate, _ in layout)]
+    assert 0.25 < len(text_only) / len(mix) < 0.75, len(text_only) / len(mix)

@@ -248,7 +248,8 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path, tin
     ("default-keft-nq.yaml", []),
     ("default-keft-nq.yaml", ["compression=none", "keft_encoder=false", "rate_curriculum=[]"]),
     ("default-keft-mixed.yaml", []),
-    ("default-keft-mixed.yaml", ["compression=none", "budgets=[]", "random_layouts=0", "gradient_checkpointing=true"]),
+    ("default-keft-mixed.yaml", ["compression=none", "budgets=[]", "random_layouts=0", "text_layouts=0",
+                                 "gradient_checkpointing=true"]),
 ])
 def test_the_repository_recipes_are_valid(name, overrides):
     recipes = Path(__file__).resolve().parents[2] / "recipes"
