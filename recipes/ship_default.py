@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from gmsa import GMSA
-from gmsa.checkpoint import read_checkpoint
+from gmsa.checkpoint import CONFIG_FILE, read_checkpoint
 from gmsa.model import BUNDLED_DEFAULT
 
 STAGES = ("ae", "ae_decoder", "keft", "keft_nq", "keft_mixed")  # recipes/train-default.sh, in order
@@ -79,7 +79,7 @@ def main() -> None:
             raise SystemExit(f"{folders[name]}/log.jsonl not found: train that stage, point --{name.replace('_', '-')}"
                              f" at its run, or pass --keep-stage {name}")
     model = GMSA.from_pretrained(folders[STAGES[-1]] / "final", device="cpu")
-    if (args.out / "gmsa_config.json").is_file():  # the shipped decoding stays (runs keep the recipe's settings)
+    if (args.out / CONFIG_FILE).is_file():  # the shipped decoding stays (a run keeps the one it started from)
         model.config.generation = read_checkpoint(args.out)[0].generation
     model.save_pretrained(args.out, dtype=torch.bfloat16)  # half the bytes; CPU loads upcast to fp32
     timed = [stage["wall_seconds"] for stage in stages.values()]

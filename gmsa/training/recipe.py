@@ -158,6 +158,7 @@ class TrainConfig:
         if not isinstance(self.budgets, list) or not all(
                 isinstance(b, (int, float)) and not isinstance(b, bool) and 0 < b <= 1 for b in self.budgets):
             raise ConfigError(f"budgets={self.budgets!r} is invalid: a list of fractions in (0, 1]")
+        self.budgets = [float(b) for b in self.budgets]  # `[1]` is the whole documents, not one position
         if self.budgets and (self.stage != "keft" or self.compression != "gmsa"):
             raise ConfigError("budgets are only valid for stage 'keft' with compression 'gmsa' (a mixed reader)")
         for name in ("random_layouts", "text_layouts"):
@@ -166,7 +167,7 @@ class TrainConfig:
                 raise ConfigError(f"{name}={share!r} is invalid: a number in [0, 1]")
             if share and not self.budgets:
                 raise ConfigError(f"{name}={share!r} needs budgets (a mixed reader)")
-        if self.random_layouts + self.text_layouts > 1:
+        if self.random_layouts + self.text_layouts > 1 + 1e-9:
             raise ConfigError(f"random_layouts={self.random_layouts!r} + text_layouts={self.text_layouts!r} is "
                               "more than 1: they are shares of the samples")
         if self.gradient_checkpointing and (self.stage == "ae" or self.keft_encoder):
