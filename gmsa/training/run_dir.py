@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -75,6 +76,14 @@ def record_recipe(config: TrainConfig, overwrite: bool = False) -> None:
     os.replace(temporary, out_dir / RUN_RECIPE)
 
 
+def _defaults() -> dict[str, Any]:
+    """TrainConfig's top-level defaults, as run.json writes them."""
+    fields = dataclasses.fields(TrainConfig)
+    values = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory() for f in fields
+              if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    return json.loads(json.dumps({k: v for k, v in values.items() if not dataclasses.is_dataclass(v)}))
+
+
 def _check_recipe(out_dir: Path, config: TrainConfig) -> None:
     path = out_dir / RUN_RECIPE
     if not path.is_file():
@@ -85,7 +94,8 @@ def _check_recipe(out_dir: Path, config: TrainConfig) -> None:
         started = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as error:
         raise ConfigError(f"{path} is damaged ({error}): restore it, or start a new run") from None
-    # through JSON, so tuples and lists compare equal
+    # a field added since the run started was its default then; through JSON, so tuples and lists compare equal
+    started = {**_defaults(), **started}
     changed = _differences(started, json.loads(json.dumps(config.to_dict())))
     if changed:
         raise ConfigError(f"--resume with a recipe that differs from the one {out_dir} started with, in "

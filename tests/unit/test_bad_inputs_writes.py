@@ -82,6 +82,19 @@ def test_resume_refuses_a_changed_recipe_and_names_the_fields(tmp_path, tiny_bas
     assert run.step == 3
 
 
+def test_resume_accepts_a_run_recorded_before_a_field_existed(tmp_path, tiny_base, corpus):
+    path = _ae(tmp_path, tiny_base, corpus)
+    assert train_main(["ae", "--config", str(path), "steps=3"]) == 0
+    run_json = tmp_path / "run" / "run.json"
+    started = json.loads(run_json.read_text())
+    for later in ("text_layouts", "weight_decay"):  # as if these fields came later: the run had their defaults
+        del started[later]
+    run_json.write_text(json.dumps(started))
+    assert loop.setup(load_recipe(path, ["steps=3"]), resume=True).step == 3
+    with pytest.raises(ConfigError, match=r"1 field\(s\): weight_decay: 0.01 -> 0.5"):
+        loop.setup(load_recipe(path, ["steps=3", "weight_decay=0.5"]), resume=True)
+
+
 def test_the_latest_pointer_stays_inside_the_run(tmp_path, tiny_base, corpus):
     path = _ae(tmp_path, tiny_base, corpus)
     assert train_main(["ae", "--config", str(path), "steps=3"]) == 0
