@@ -68,7 +68,9 @@ def run_qa(args: argparse.Namespace) -> dict:
         check_rerank(args.rerank, args.documents)  # before the model loads
     except ValueError as error:
         raise GMSAError(str(error)) from None
-    examples = read_qa(args.data, limit=args.limit)
+    examples = read_qa(args.data, limit=args.skip + args.limit)[args.skip:]
+    if not examples:
+        raise GMSAError(f"{args.data}: no questions after the first --skip {args.skip}")
     unanswerable = next((e.where for e in examples if not e.answers), None)
     if unanswerable:  # a question without a reference answer cannot be scored
         raise GMSAError(f"{unanswerable}: no reference answers to score against")
@@ -104,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     qa = tasks.add_parser("qa", help="EM, F1, accuracy for GMSA at each rate and the baselines")
     qa.add_argument("--data", type=Path, required=True, help="QA or reference-schema JSONL")
     qa.add_argument("--limit", type=positive_int, default=100, help="first N questions")
+    qa.add_argument("--skip", type=non_negative_int, default=0,
+                    help="leave out the first N questions (a tuning split apart from the ones a report reads)")
     qa.add_argument("--documents", type=positive_int, default=20, help="documents per question (gold ones kept)")
     qa.add_argument("--rerank", type=positive_int, metavar="N",
                     help="every system reads only the N documents closest to the question (MiniLM)")

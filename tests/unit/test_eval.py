@@ -107,6 +107,14 @@ def test_reconstruction_and_qa_write_json_and_markdown(tiny_checkpoint, tmp_path
     # every question's answer and scores are kept, keyed by file:line, so runs can be paired
     per_question = result["per_question"]
     assert per_question["where"] == [f"{qa}:1", f"{qa}:2"]
+    # --skip leaves out the first questions (a tuning split apart from the reported ones), and says when none is left
+    assert eval_main(["qa", "--checkpoint", str(tiny_checkpoint), "--data", str(qa), "--documents", "1", "--skip", "1",
+                      "--systems", "closed-book", "--device", "cpu", "--max-new-tokens", "2",
+                      "--out", str(tmp_path / "skip")]) == 0
+    assert json.loads((tmp_path / "skip" / "result.json").read_text())["per_question"]["where"] == [f"{qa}:2"]
+    assert eval_main(["qa", "--checkpoint", str(tiny_checkpoint), "--data", str(qa), "--skip", "2",
+                      "--out", str(tmp_path / "none")]) == 2
+    assert "no questions after the first --skip 2" in capsys.readouterr().err
     for name, summary in result["systems"].items():
         assert len(per_question[name]["answer"]) == 2
         assert summary["f1"] == pytest.approx(sum(per_question[name]["f1"]) / 2)
