@@ -7,7 +7,8 @@ document's first tokens). For each threshold T it prints the EM a planner would 
 as the next document's first tokens: rerank-text's answer there (the same input), budget@F's elsewhere. Choose T on
 a tuning split (`gmsa-eval qa --skip 300 --limit 200`), never on the questions a report reads.
 
-    python lab/scripts/soft_room.py lab/results/soft-room/nq200-tune/result.json --documents 5 --fraction 0.25
+    python lab/scripts/soft_room.py lab/results/budget-final/nq300-default/result.json --documents 5 --fraction 0.25 \
+        > lab/results/soft-room/nq300.md
 """
 
 import argparse
