@@ -170,6 +170,21 @@ def plan(tokens: Sequence[int], relevance: Sequence[float], budget: Budget, rate
     return _ordered(limit, forms, tokens, relevance, ranked)
 
 
+def text_only(tokens: Sequence[int], relevance: Sequence[float], budget: Budget) -> list[tuple[int, int]]:
+    """The planner's text-only alternative (`rerank-text`, and the mixed reader's text layouts): the most relevant
+    documents whole until `budget`, the next one cut to what is left; (index, tokens kept), most relevant last."""
+    left, kept = budget_positions(budget, sum(tokens)), []
+    if left is None:  # "auto" over short documents: everything whole
+        left = sum(tokens)
+    for i in sorted(range(len(tokens)), key=lambda i: (-relevance[i], i)):  # most relevant first
+        if left <= 0:
+            break
+        if tokens[i]:
+            kept.append((i, min(tokens[i], left)))
+            left -= kept[-1][1]
+    return kept[::-1]
+
+
 def _ordered(limit: int, forms: dict[int, tuple[str, int | None]], tokens: Sequence[int],
              relevance: Sequence[float], ranked: list[int]) -> Plan:
     """The plan in reading order: sent documents least relevant first (the most relevant next to the question),

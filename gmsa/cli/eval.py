@@ -70,7 +70,7 @@ def run_qa(args: argparse.Namespace) -> dict:
         raise GMSAError(str(error)) from None
     examples = read_qa(args.data, limit=args.skip + args.limit)[args.skip:]
     if not examples:
-        raise GMSAError(f"{args.data}: no questions after the first --skip {args.skip}")
+        raise GMSAError(f"{args.data}: no questions after the first --skip {args.skip}: lower --skip")
     unanswerable = next((e.where for e in examples if not e.answers), None)
     if unanswerable:  # a question without a reference answer cannot be scored
         raise GMSAError(f"{unanswerable}: no reference answers to score against")

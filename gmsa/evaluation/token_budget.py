@@ -19,6 +19,7 @@ import torch
 from gmsa.backbone.adapters import use_adapter
 from gmsa.compress.segment import right_pad
 from gmsa.model import GMSA
+from gmsa.plan import text_only
 
 SHORTENINGS = ("truncated", "selective")
 
@@ -80,12 +81,6 @@ def rerank_text(model: GMSA, texts: Sequence[str], relevance: Sequence[float], f
     """Text only within ceil(fraction * their tokens) positions: the most relevant texts whole until the budget,
     the next one cut to what is left; in reading order, the most relevant last (as the planner sends them)."""
     token_ids = model.tokenize_contexts(list(texts))
-    left = max(1, math.ceil(fraction * sum(map(len, token_ids))))
-    kept = []
-    for i in sorted(range(len(texts)), key=lambda i: (-relevance[i], i)):
-        if left <= 0 or not token_ids[i]:
-            continue
-        ids = token_ids[i][:left]
-        kept.append(texts[i] if len(ids) == len(token_ids[i]) else model.tokenizer.decode(ids))
-        left -= len(ids)
-    return kept[::-1]
+    chosen = text_only([len(ids) for ids in token_ids], relevance, fraction)  # most relevant last
+    return [texts[i] if kept == len(token_ids[i]) else model.tokenizer.decode(token_ids[i][:kept])
+            for i, kept in chosen]

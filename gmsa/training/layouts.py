@@ -18,7 +18,7 @@ import torch
 
 from gmsa.compress.compressor import Parts, soft_tokens_at_rates
 from gmsa.errors import ConfigError
-from gmsa.plan import budget_positions, plan
+from gmsa.plan import plan, text_only
 from gmsa.training.samples import Sample
 
 Layout = list[tuple[int, int | None, int | None]]
@@ -48,24 +48,11 @@ def mixed_layouts(samples: Sequence[Sample], model_rates: Sequence[int], budgets
             forms = [None, *model_rates]
             layouts.append([(d, generator.choice(forms), None) for d in reversed(ranked) if tokens[d]])
         elif draw < random_share + text_share:
-            layouts.append(_text_layout(tokens, ranked, generator.choice(list(budgets))))
+            chosen = text_only(tokens, relevance, generator.choice(list(budgets)))
+            layouts.append([(d, None, None if kept == tokens[d] else kept) for d, kept in chosen])
         else:
             layouts.append(_planned_layout(tokens, relevance, ranked, generator.choice(list(budgets)), model_rates))
     return layouts
-
-
-def _text_layout(tokens: Sequence[int], ranked: Sequence[int], budget: float) -> Layout:
-    """Text only within ceil(budget * tokens) positions: the most relevant documents whole, the next one's first
-    tokens (the evaluation's rerank-text), the most relevant last."""
-    left, layout = budget_positions(budget, sum(tokens)), []
-    for d in ranked:
-        if left <= 0:
-            break
-        if tokens[d]:
-            kept = min(tokens[d], left)
-            layout.append((d, None, None if kept == tokens[d] else kept))
-            left -= kept
-    return layout[::-1]
 
 
 def _planned_layout(tokens: Sequence[int], relevance: Sequence[float], ranked: Sequence[int], budget: float,

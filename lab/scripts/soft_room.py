@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gmsa import GMSA
 from gmsa.data import keep_documents, read_qa
-from gmsa.similarity import relevances
+from gmsa.similarity import embedder_device, relevances
 
 THRESHOLDS = (0, 16, 32, 48, 64, 96, 128, 10**9)
 
@@ -27,6 +27,7 @@ def remainders(result: dict, documents: int, fraction: float, checkpoint: str | 
     """Per question: positions left after the whole documents, or None when the top document was cut (a prefix:
     both systems send the same)."""
     model = GMSA.from_pretrained(checkpoint) if checkpoint else GMSA.from_pretrained()
+    device = embedder_device(model.device)  # MiniLM beside the model, as gmsa-eval ranks
     where = result["per_question"]["where"]
     path = where[0].rsplit(":", 1)[0]
     lines = {int(w.rsplit(":", 1)[1]) for w in where}
@@ -35,7 +36,7 @@ def remainders(result: dict, documents: int, fraction: float, checkpoint: str | 
     for w in where:
         example = examples[w]
         docs = keep_documents(example, documents)
-        scores = relevances([example.question], [docs], "cpu")[0]
+        scores = relevances([example.question], [docs], device)[0]
         chosen = model.plan(example.question, docs, fraction, scores)
         whole = sum(p.positions for p in chosen.sent if p.form == "text")
         out.append(None if any(p.form == "prefix" for p in chosen.sent) else chosen.budget - whole)
@@ -52,7 +53,9 @@ def main() -> None:
     result = json.loads(args.result.read_text())
     budget = result["per_question"][f"budget@{args.fraction}"]["em"]
     text = result["per_question"][f"rerank-text@{args.fraction}"]["em"]
-    left = remainders(result, args.documents, args.fraction, args.checkpoint or result.get("checkpoint_path"))
+    recorded = result.get("checkpoint")  # the run's --checkpoint, or "bundled default"
+    checkpoint = args.checkpoint or (None if recorded in (None, "bundled default") else recorded)
+    left = remainders(result, args.documents, args.fraction, checkpoint)
     groups = defaultdict(list)  # 16-position bins of the room left; -1: the top document was cut
     for i, room in enumerate(left):
         groups[-1 if room is None else room // 16].append(i)
