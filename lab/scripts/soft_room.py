@@ -51,8 +51,11 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="the run's checkpoint (default: the bundled default)")
     args = parser.parse_args()
     result = json.loads(args.result.read_text())
-    budget = result["per_question"][f"budget@{args.fraction}"]["em"]
-    text = result["per_question"][f"rerank-text@{args.fraction}"]["em"]
+    systems = (f"budget@{args.fraction:g}", f"rerank-text@{args.fraction:g}")
+    missing = [name for name in systems if name not in result["per_question"]]
+    if missing:
+        parser.error(f"{args.result} has no {', '.join(missing)}: run gmsa-eval qa with --systems {' '.join(systems)}")
+    budget, text = (result["per_question"][name]["em"] for name in systems)
     recorded = result.get("checkpoint")  # the run's --checkpoint, or "bundled default"
     checkpoint = args.checkpoint or (None if recorded in (None, "bundled default") else recorded)
     left = remainders(result, args.documents, args.fraction, checkpoint)

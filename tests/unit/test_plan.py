@@ -9,9 +9,26 @@ import torch
 
 from gmsa import GMSA, ConfigError, GMSAConfig, answering
 from gmsa.compress import compressor
-from gmsa.plan import AUTO_TEXT_TOKENS, budget_positions, plan
+from gmsa.plan import AUTO_TEXT_TOKENS, budget_positions, plan, text_only
 
 RATES = (4, 8, 16)
+
+
+def test_text_only_fills_the_budget_most_relevant_first_and_sends_them_last():
+    generator = random.Random(1)
+    for _ in range(500):
+        count = generator.randint(1, 12)
+        tokens = [generator.randint(0, 400) for _ in range(count)]
+        relevance = [generator.random() for _ in range(count)]
+        budget = generator.choice([0.05, 0.25, 1.0, generator.randint(1, 3000)])
+        chosen = text_only(tokens, relevance, budget)
+        limit = budget_positions(budget, sum(tokens))
+        assert sum(kept for _, kept in chosen) == min(limit, sum(tokens))  # the budget filled, never exceeded
+        ranked = sorted((i for i in range(count) if tokens[i]), key=lambda i: (-relevance[i], i))
+        assert [i for i, _ in chosen][::-1] == ranked[:len(chosen)]  # most relevant first in, last in reading
+        assert all(kept == tokens[i] for i, kept in chosen[1:])  # only the least relevant one sent is cut
+        assert all(kept > 0 for _, kept in chosen)  # empty documents take no place
+    assert text_only([10, 20], [0.1, 0.9], "auto") == [(0, 10), (1, 20)]  # short documents: all whole
 
 
 def test_the_budget_is_never_exceeded_and_the_most_relevant_get_the_most_room():
