@@ -14,13 +14,19 @@ from gmsa.plan import AUTO_TEXT_TOKENS, budget_positions, plan, text_only
 RATES = (4, 8, 16)
 
 
-def test_text_only_fills_the_budget_most_relevant_first_and_sends_them_last():
-    generator = random.Random(1)
+def random_documents(seed: int, fewest_tokens: int, fractions: list[float], positions: tuple[int, int]):
+    """500 random (tokens, relevance, budget) cases: 1-12 documents, a fraction or a number of positions."""
+    generator = random.Random(seed)
     for _ in range(500):
         count = generator.randint(1, 12)
-        tokens = [generator.randint(0, 400) for _ in range(count)]
+        tokens = [generator.randint(fewest_tokens, 400) for _ in range(count)]
         relevance = [generator.random() for _ in range(count)]
-        budget = generator.choice([0.05, 0.25, 1.0, generator.randint(1, 3000)])
+        yield tokens, relevance, generator.choice([*fractions, generator.randint(*positions)])
+
+
+def test_text_only_fills_the_budget_most_relevant_first_and_sends_them_last():
+    for tokens, relevance, budget in random_documents(1, 0, [0.05, 0.25, 1.0], (1, 3000)):
+        count = len(tokens)
         chosen = text_only(tokens, relevance, budget)
         limit = budget_positions(budget, sum(tokens))
         assert sum(kept for _, kept in chosen) == min(limit, sum(tokens))  # the budget filled, never exceeded
@@ -32,12 +38,8 @@ def test_text_only_fills_the_budget_most_relevant_first_and_sends_them_last():
 
 
 def test_the_budget_is_never_exceeded_and_the_most_relevant_get_the_most_room():
-    generator = random.Random(0)
-    for _ in range(500):
-        count = generator.randint(1, 12)
-        tokens = [generator.randint(1, 400) for _ in range(count)]
-        relevance = [generator.random() for _ in range(count)]
-        budget = generator.choice([0.05, 0.1, 0.25, 0.5, 1.0, generator.randint(30, 3000)])
+    for tokens, relevance, budget in random_documents(0, 1, [0.05, 0.1, 0.25, 0.5, 1.0], (30, 3000)):
+        count = len(tokens)
         try:
             chosen = plan(tokens, relevance, budget, RATES)
         except ConfigError:
